@@ -1,0 +1,33 @@
+"""tflatent: Latent Normalizing Flows for Discrete Sequences in TensorFlow / Keras 3 / TFP."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tflatent",
+    version="0.1.0",
+    description="Latent Normalizing Flows for Discrete Sequences (Ziegler & Rush, ICML 2019) in TensorFlow",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tflatent", "tflatent.*", "pipelines", "pipelines.*"]),
+    include_package_data=True,
+    # Ranges installed and run together (CPU, Python 3.11): tensorflow 2.21.0, tensorflow-probability
+    # 0.25.0, tf-keras 2.21.0, keras 3.15.1, tensorflow-datasets 4.9.10, keras-tuner 1.4.8,
+    # numpy 2.4.6, scipy 1.17.1, PyYAML 6.0.4, matplotlib 3.11.2, mido 1.3.3.
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-probability>=0.25,<0.26",
+        "tf-keras>=2.21,<2.22",
+        "keras>=3.15,<3.16",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "keras-tuner>=1.4.8,<1.5",
+        "numpy>=2.0,<2.5",
+        "scipy>=1.13,<1.18",
+        "pyyaml>=6.0,<7",
+        "matplotlib>=3.8,<3.12",
+        "mido>=1.3,<1.4",
+    ],
+    extras_require={
+        "dev": ["pytest>=8,<10"],
+    },
+)

@@ -1,0 +1,313 @@
+"""Typed configuration: dataclasses, YAML loading, validation and dotted overrides.
+
+A config file has three sections, ``data``, ``model`` and ``train``, each a dataclass below. Every
+field has the default of the authors' code for PTB AF/AF (``textflow-notes.md`` §7.1); the YAML
+files in ``configs/`` state what differs. A file may start with ``extends: other.yaml`` (a path
+relative to the file) to inherit from another config and override only some fields.
+
+Errors name the field, the value and what is allowed::
+
+    ConfigError: model.hidden_flow = 'maf' is not allowed; choose one of: af, scf, none
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+MUSIC_DATASETS = ("jsb_chorales", "nottingham", "piano_midi", "muse_data")
+DATASETS = ("ptb",) + MUSIC_DATASETS
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the field and the fix."""
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where its files are, and how it is batched."""
+
+    dataset: str = "ptb"
+    data_dir: Optional[str] = None  # None: $TFLATENT_DATA_DIR, then TFDS's manual folder
+    tfds_dir: Optional[str] = None  # where TFDS writes prepared data; None: ~/tensorflow_datasets
+    min_length: int = 1
+    max_length: int = 288  # PTB length filter (every split, §6.1); music keeps every piece
+    batch_size: int = 15  # per replica; the global batch is batch_size × replicas
+    eval_batch_size: int = 15
+    bucket_chunk_batches: int = 100  # training shuffle chunk, in batches (§6.2)
+    length_prior_splits: str = "train_valid"  # train_valid (reference) | train
+    length_prior_smoothing: float = 0.0  # add-k smoothing of p(T); the reference uses 1 for music
+    max_time: Optional[int] = None  # size of the position features; None: derived as in §2.2
+    train_limit: Optional[int] = None  # use only the first N training sequences (small runs, tests)
+    eval_limit: Optional[int] = None  # use only the first N valid/test sequences (small runs, tests)
+
+    _choices = {"dataset": DATASETS, "length_prior_splits": ("train_valid", "train")}
+    _positive = ("min_length", "max_length", "batch_size", "eval_batch_size", "bucket_chunk_batches",
+                 "max_time", "train_limit", "eval_limit")
+    _nonnegative = ("length_prior_smoothing",)
+
+
+@dataclass
+class ModelConfig:
+    """Model family, sizes and the paper's ablation switches."""
+
+    type: str = "flow"  # flow (latent flow model) | lstm (the autoregressive baseline)
+    time_flow: str = "af"  # af (LSTM over z_<t) | iaf (LSTM over ε_<t) | none ("AF-only": no time dependence)
+    hidden_flow: str = "af"  # af (MADE) | scf (coupling) | none (elementwise from the context)
+    transform: str = "nlsq"  # nlsq | affine ("− NLSq" ablation)
+    embedding_size: int = 500
+    z_size: int = 50
+    hidden_size: int = 500  # q(z|x) and p(x|z) BiLSTMs, and the baseline LSTM
+    q_rnn_layers: int = 2
+    gen_rnn_layers: int = 2
+    prior_rnn_layers: int = 2
+    prior_rnn_units: int = 500
+    hidden_flow_layers: int = 5
+    hidden_flow_hidden_layers: int = 2
+    hidden_flow_units: int = 100
+    dropout: float = 0.2
+    dropout_locations: list = field(default_factory=lambda: ["prior_rnn"])
+    tie_weights: bool = True
+    position_encoding: str = "onehot"  # onehot (reference, 2·max_time wide) | sinusoidal (compact)
+    position_encoding_size: int = 64  # per feature (position and remaining length) for sinusoidal
+    lstm_init: str = "pytorch"  # pytorch: U(±1/√H) weights and bias | keras: Glorot/orthogonal
+
+    _choices = {
+        "type": ("flow", "lstm"),
+        "time_flow": ("af", "iaf", "none"),
+        "hidden_flow": ("af", "scf", "none"),
+        "transform": ("nlsq", "affine"),
+        "position_encoding": ("onehot", "sinusoidal"),
+        "lstm_init": ("pytorch", "keras"),
+    }
+    _list_choices = {
+        "dropout_locations": ("embedding", "rnn_x", "prior_rnn", "prior_rnn_inp", "prior_ff",
+                              "rnn_outp", "outp_ff"),
+    }
+    _positive = ("embedding_size", "z_size", "hidden_size", "q_rnn_layers", "gen_rnn_layers",
+                 "prior_rnn_layers", "prior_rnn_units", "hidden_flow_layers",
+                 "hidden_flow_hidden_layers", "hidden_flow_units", "position_encoding_size")
+    _fraction = ("dropout",)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, annealing, evaluation cadence, distribution and output."""
+
+    epochs: int = 100
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training split
+    optimizer: str = "adam"  # adam | sgd (the reference's baselines: SGD, lr 20)
+    learning_rate: float = 1e-3
+    clip_norm: float = 0.25
+    grad_accum: int = 1
+    elbo_samples: int = 10
+    nll_samples: int = 30
+    nll_every: int = 5  # importance-sampled validation NLL every N epochs (0: never)
+    nll_chunk: int = 10  # samples per chunk in the IS estimate (bounded memory)
+    initial_kl_zero: int = 4
+    kl_rampup_time: int = 10
+    kl_floor: float = 1e-5
+    patience: int = 1
+    lr_decay: float = 4.0
+    reset_optimizer_on_decay: bool = True  # the reference rebuilds Adam on each decay
+    seed: int = 0
+    distribute: str = "auto"  # auto | none | mirrored | multi_worker | tpu
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    output_dir: str = "runs"
+    run_name: Optional[str] = None  # None: derived from the config file name
+
+    _choices = {"optimizer": ("adam", "sgd"),
+                "distribute": ("auto", "none", "mirrored", "multi_worker", "tpu")}
+    _positive = ("epochs", "steps_per_epoch", "learning_rate", "clip_norm", "grad_accum", "elbo_samples",
+                 "nll_samples", "nll_chunk", "patience", "lr_decay")
+    _nonnegative = ("nll_every", "initial_kl_zero", "kl_rampup_time", "kl_floor", "seed")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def is_music(self) -> bool:
+        return self.data.dataset in MUSIC_DATASETS
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Checks ``value`` against a field's type hint; returns (ok, coerced value)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return True, None
+        return _type_ok(value, next(a for a in args if a is not type(None)))
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    if hint is list or origin is list:
+        return isinstance(value, list), value
+    return True, value
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _type_name(args[0]) + " or null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _validate_section(name: str, obj: Any) -> None:
+    cls = type(obj)
+    for key in getattr(cls, "_choices", {}):
+        value = getattr(obj, key)
+        if value not in cls._choices[key]:
+            raise ConfigError(f"{name}.{key} = {value!r} is not allowed; choose one of: "
+                              + ", ".join(cls._choices[key]))
+    for key, allowed in getattr(cls, "_list_choices", {}).items():
+        for item in getattr(obj, key):
+            if item not in allowed:
+                raise ConfigError(f"{name}.{key} contains {item!r}, which is not allowed; "
+                                  f"items may be: " + ", ".join(allowed))
+    for key in getattr(cls, "_positive", ()):
+        value = getattr(obj, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name}.{key} = {value!r} must be > 0")
+    for key in getattr(cls, "_nonnegative", ()):
+        value = getattr(obj, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{name}.{key} = {value!r} must be >= 0")
+    for key in getattr(cls, "_fraction", ()):
+        value = getattr(obj, key)
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name}.{key} = {value!r} must be in [0, 1)")
+
+
+def validate(config: Config) -> Config:
+    """Checks values and cross-field constraints; returns the config."""
+    for name in SECTIONS:
+        _validate_section(name, getattr(config, name))
+    d, m = config.data, config.model
+    if d.min_length > d.max_length:
+        raise ConfigError(f"data.min_length = {d.min_length} exceeds data.max_length = {d.max_length}")
+    if m.type == "flow" and m.hidden_flow == "af" and m.hidden_flow_units < m.z_size:
+        raise ConfigError(f"model.hidden_flow_units = {m.hidden_flow_units} must be >= model.z_size = "
+                          f"{m.z_size} for a MADE hidden flow (each unit needs a degree below z_size)")
+    if m.type == "flow" and m.hidden_flow == "scf" and m.z_size < 2:
+        raise ConfigError(f"model.z_size = {m.z_size} must be >= 2 for a coupling (scf) hidden flow")
+    if m.type == "flow" and m.time_flow == "iaf" and m.hidden_flow == "af":
+        raise ConfigError("model.time_flow = 'iaf' needs model.hidden_flow = 'scf' or 'none' (IAF/SCF): "
+                          "an AF hidden flow cannot be sampled in parallel")
+    return config
+
+
+def from_dict(raw: Any, source: str = "config") -> Config:
+    """Builds a validated Config from a nested dict; unknown keys and wrong types are errors."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping with sections "
+                          f"{', '.join(SECTIONS)}; got {type(raw).__name__}")
+    sections = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section {name!r}; allowed sections: {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping, got {value!r}")
+    for name, cls in SECTIONS.items():
+        values = raw.get(name) or {}
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        kwargs = {}
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(f"{source}: unknown key {name}.{key}; allowed keys in {name}: "
+                                  + ", ".join(names))
+            ok, coerced = _type_ok(value, hints[key])
+            if not ok:
+                raise ConfigError(f"{source}: {name}.{key} = {value!r} has the wrong type; expected "
+                                  f"{_type_name(hints[key])}")
+            kwargs[key] = coerced
+        sections[name] = cls(**kwargs)
+    return validate(Config(**sections))
+
+
+def _read_yaml(path: str, seen: tuple = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {' -> '.join(seen + (path,))}")
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path!r} does not exist; the shipped configs are in configs/")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with sections {', '.join(SECTIONS)}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read_yaml(os.path.join(os.path.dirname(path), parent), seen + (path,))
+    for name, values in raw.items():
+        if isinstance(values, dict) and isinstance(base.get(name), dict):
+            base[name] = {**base[name], **values}
+        else:
+            base[name] = values
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parses ``section.key=value`` (value in YAML syntax) into (path, value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. model.z_size=16")
+    key, value = text.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) != 2:
+        raise ConfigError(f"override {text!r}: the key must be section.key, e.g. train.epochs=3")
+    try:
+        return path, yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {err}") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides or ():
+        (section, key), value = parse_override(text)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ConfigError(f"override {text!r}: section {section!r} is not a mapping")
+        raw[section][key] = value
+    return raw
+
+
+def load(path: str, overrides: Optional[list[str]] = None) -> Config:
+    """Loads a YAML config (following ``extends``), applies ``--set`` overrides and validates."""
+    raw = apply_overrides(_read_yaml(path), overrides or [])
+    config = from_dict(raw, source=path)
+    if config.train.run_name is None:
+        config.train.run_name = os.path.splitext(os.path.basename(path))[0]
+    return config
