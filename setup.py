@@ -20,6 +20,7 @@ setup(
         "tf-keras>=2.21,<2.22",
         "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9.10,<4.10",
+        "importlib_resources>=6,<8",  # needed by TFDS's download_and_prepare, not declared by it (7.1.0)
         "keras-tuner>=1.4.8,<1.5",
         "numpy>=2.0,<2.5",
         "scipy>=1.13,<1.18",
