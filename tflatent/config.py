@@ -2,8 +2,9 @@
 
 A config file has three sections, ``data``, ``model`` and ``train``, each a dataclass below. Every
 field has the default of the authors' code for PTB AF/AF (``textflow-notes.md`` §7.1); the YAML
-files in ``configs/`` state what differs. A file may start with ``extends: other.yaml`` (a path
-relative to the file) to inherit from another config and override only some fields.
+files in ``configs/`` state what differs. A file may start with ``extends: other.yaml`` or
+``extends: [a.yaml, b.yaml]`` (paths relative to the file) to inherit from other configs: the parents
+are merged in order, key by key within each section, then the file's own keys override them.
 
 Errors name the field, the value and what is allowed::
 
@@ -13,6 +14,7 @@ Errors name the field, the value and what is allowed::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -116,17 +118,21 @@ class TrainConfig:
     patience: int = 1
     lr_decay: float = 4.0
     reset_optimizer_on_decay: bool = True  # the reference rebuilds Adam on each decay
+    reset_optimizer_on_resume: bool = True  # --resume: the reference re-creates the optimizer after loading
     seed: int = 0
     distribute: str = "auto"  # auto | none | mirrored | multi_worker | tpu
+    logical_cpus: Optional[int] = None  # mirrored without GPUs: split the CPU into N logical devices (tests)
     mixed_precision: bool = False
     jit_compile: bool = False
     output_dir: str = "runs"
     run_name: Optional[str] = None  # None: derived from the config file name
+    verbose: int = 1  # Keras fit: 0 silent, 1 progress bar, 2 one line per epoch
 
     _choices = {"optimizer": ("adam", "sgd"),
-                "distribute": ("auto", "none", "mirrored", "multi_worker", "tpu")}
+                "distribute": ("auto", "none", "mirrored", "multi_worker", "tpu"),
+                "verbose": (0, 1, 2)}
     _positive = ("epochs", "steps_per_epoch", "learning_rate", "clip_norm", "grad_accum", "elbo_samples",
-                 "nll_samples", "nll_chunk", "patience", "lr_decay")
+                 "nll_samples", "nll_chunk", "patience", "lr_decay", "logical_cpus")
     _nonnegative = ("nll_every", "initial_kl_zero", "kl_rampup_time", "kl_floor", "seed")
 
 
@@ -186,7 +192,7 @@ def _validate_section(name: str, obj: Any) -> None:
         value = getattr(obj, key)
         if value not in cls._choices[key]:
             raise ConfigError(f"{name}.{key} = {value!r} is not allowed; choose one of: "
-                              + ", ".join(cls._choices[key]))
+                              + ", ".join(map(str, cls._choices[key])))
     for key, allowed in getattr(cls, "_list_choices", {}).items():
         for item in getattr(obj, key):
             if item not in allowed:
@@ -221,7 +227,17 @@ def validate(config: Config) -> Config:
     if m.type == "flow" and m.time_flow == "iaf" and m.hidden_flow == "af":
         raise ConfigError("model.time_flow = 'iaf' needs model.hidden_flow = 'scf' or 'none' (IAF/SCF): "
                           "an AF hidden flow cannot be sampled in parallel")
+    if config.train.lr_decay < 1:
+        raise ConfigError(f"train.lr_decay = {config.train.lr_decay} must be >= 1 (the learning rate is "
+                          "divided by it on a plateau)")
     return config
+
+
+def _unknown(kind: str, key: str, allowed: list) -> str:
+    """The message for an unknown name, with the closest allowed name when one is close."""
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {key!r}{hint}; allowed: " + ", ".join(allowed)
 
 
 def from_dict(raw: Any, source: str = "config") -> Config:
@@ -234,7 +250,7 @@ def from_dict(raw: Any, source: str = "config") -> Config:
     sections = {}
     for name, value in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section {name!r}; allowed sections: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{source}: " + _unknown("section", name, list(SECTIONS)))
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping, got {value!r}")
     for name, cls in SECTIONS.items():
@@ -244,8 +260,7 @@ def from_dict(raw: Any, source: str = "config") -> Config:
         kwargs = {}
         for key, value in values.items():
             if key not in names:
-                raise ConfigError(f"{source}: unknown key {name}.{key}; allowed keys in {name}: "
-                                  + ", ".join(names))
+                raise ConfigError(f"{source}: " + _unknown(f"key in {name}", key, names))
             ok, coerced = _type_ok(value, hints[key])
             if not ok:
                 raise ConfigError(f"{source}: {name}.{key} = {value!r} has the wrong type; expected "
@@ -268,11 +283,20 @@ def _read_yaml(path: str, seen: tuple = ()) -> dict:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with sections {', '.join(SECTIONS)}")
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    base = _read_yaml(os.path.join(os.path.dirname(path), parent), seen + (path,))
-    for name, values in raw.items():
+    parents = raw.pop("extends", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise ConfigError(f"{path}: extends = {parents!r} must be a file name or a list of file names")
+    merged: dict = {}
+    for parent in parents:
+        _merge(merged, _read_yaml(os.path.join(os.path.dirname(path), parent), seen + (path,)))
+    return _merge(merged, raw)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """Merges ``update`` into ``base`` section by section (a key in ``update`` wins); returns ``base``."""
+    for name, values in update.items():
         if isinstance(values, dict) and isinstance(base.get(name), dict):
             base[name] = {**base[name], **values}
         else:
