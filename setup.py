@@ -27,6 +27,7 @@ setup(
         "pyyaml>=6.0,<7",
         "matplotlib>=3.8,<3.12",
         "mido>=1.3,<1.4",
+        "tensorboard>=2.21,<2.22",  # keras.callbacks.TensorBoard; tensorflow 2.21 no longer pulls it in
     ],
     extras_require={
         "dev": ["pytest>=8,<10"],
