@@ -1,0 +1,5 @@
+"""The latent prior p(z | T): within-timestep ("hidden") flows and time-level flows."""
+
+from tflatent.priors.hidden_flow import HiddenFlow
+
+__all__ = ["HiddenFlow"]
