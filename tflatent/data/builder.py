@@ -7,8 +7,9 @@ and, when the prepared data set exists but the files found now differ, prepare i
     builder = PtbChar(data_dir=tfds_dir, source_dir="/path/to/shared/data")
     builder.download_and_prepare()   # generates, or reuses when the sources are unchanged
 
-When the sources cannot be found (only the prepared data set is there), the prepared data is used as
-it is. To force a rebuild, pass ``download_config=tfds.download.DownloadConfig(download_mode=
+``is_prepared()`` is False in that case, so ``tfds.load`` prepares the data again too. When the sources
+cannot be found (only the prepared data set is there), the prepared data is used as it is. To force a
+rebuild, pass ``download_config=tfds.download.DownloadConfig(download_mode=
 tfds.GenerateMode.REUSE_CACHE_IF_EXISTS)`` or delete ``<data_dir>/<name>``.
 
 Builder keyword arguments (also through ``tfds.load(..., builder_kwargs=...)``): ``source_dir`` (the
@@ -43,7 +44,9 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         # Keeps the extra arguments when TFDS pickles and re-creates the builder.
         self._original_state.update(source_dir=self.source_dir, download=download,
                                     download_timeout=download_timeout)
-        self._source_manual_dir = self._source_download_dir = None
+        self._source_download_dir = Path(self.data_dir_root) / "downloads"
+        self._source_manual_dir = self._source_download_dir / "manual"
+        self._stale: Optional[bool] = None  # whether the prepared data predates the sources; None: unchecked
 
     @abc.abstractmethod
     def _locate(self, manual_dir: Optional[Path], download_dir: Optional[Path],
@@ -53,15 +56,27 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def download_and_prepare(self, *, download_dir=None, download_config=None, **kwargs) -> None:
         """TFDS's ``download_and_prepare``, re-preparing when the source files changed."""
         download_config = download_config or tfds.download.DownloadConfig(try_download_gcs=False)
-        self._source_download_dir = Path(download_dir or self.data_dir_root / "downloads")
-        self._source_manual_dir = Path(download_config.manual_dir or self._source_download_dir / "manual")
+        downloads = Path(download_dir or self.data_dir_root / "downloads")
+        manual = Path(download_config.manual_dir or downloads / "manual")
+        if (downloads, manual) != (self._source_download_dir, self._source_manual_dir):
+            self._source_download_dir, self._source_manual_dir, self._stale = downloads, manual, None
         reuse = download_config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        if reuse and self.data_path.exists() and self._sources_changed():
+        if reuse and super().is_prepared() and self._sources_changed():
             download_config = dataclasses.replace(
                 download_config, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
         super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+        self._stale = False
+
+    def is_prepared(self) -> bool:
+        """Prepared, from the source files found now (``tfds.load`` prepares again when False)."""
+        return super().is_prepared() and not self._sources_changed()
 
     def _sources_changed(self) -> bool:
+        if self._stale is None:
+            self._stale = self._compare_sources()
+        return self._stale
+
+    def _compare_sources(self) -> bool:
         try:
             paths = self._locate(self._source_manual_dir, self._source_download_dir, download=False)
         except sources.DataNotFoundError:

@@ -57,19 +57,19 @@ class DataBundle:
         self.max_time = max_time
         self.length_prior = length_prior
         self.is_music = vocabulary is None
+        self.vocabulary = vocabulary  # text: the CharVocabulary (tokens, encode, decode); music: None
         self._splits = splits
         self._dropped = dropped
-        self._vocabulary = vocabulary
 
     @property
     def vocab(self) -> Optional[list[str]]:
         """Text: id → token string (``vocab[0]`` = "<pad>", ``vocab[1]`` = "<unk>"); music: None."""
-        return None if self.is_music else list(self._vocabulary.tokens)
+        return None if self.is_music else list(self.vocabulary.tokens)
 
     @property
     def vocab_size(self) -> int:
         """Text: the number of ids (51 for PTB); music: the frame width (88)."""
-        return sources.NUM_PITCHES if self.is_music else len(self._vocabulary)
+        return sources.NUM_PITCHES if self.is_music else len(self.vocabulary)
 
     @property
     def pad_id(self) -> Optional[int]:
@@ -142,7 +142,7 @@ class DataBundle:
         if self.is_music:
             raise TypeError(f"{self.name} is music (88-dim frames): it has no vocabulary to encode or "
                             "decode text")
-        return self._vocabulary
+        return self.vocabulary
 
 
 def make_builder(config: DataConfig) -> tfds.core.DatasetBuilder:
@@ -171,7 +171,8 @@ def load_dataset(config: DataConfig, seed: int = 0) -> DataBundle:
     builder = make_builder(config)
     builder.download_and_prepare()
     is_music = config.dataset in MUSIC_DATASETS
-    full = {split: _read_split(builder, split, "frames" if is_music else "tokens") for split in sources.SPLITS}
+    feature = "frames" if is_music else "tokens"
+    full = {split: _read_split(builder, split, feature) for split in sources.SPLITS}
     counts = builder.info.metadata.get("counts")
     dropped = {split: counts[split]["total"] - counts[split]["kept"] if counts else 0 for split in full}
 

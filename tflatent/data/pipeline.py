@@ -46,7 +46,7 @@ def bucketed_batch_indices(lengths: tf.Tensor, batch_size: int, chunk_batches: i
     num_batches = batches.nrows()
     batch_chunk = tf.cast(tf.range(num_batches) // chunk_batches, tf.float64)
     noise = tf.random.stateless_uniform([num_batches], seed=seeds[1], dtype=tf.float64)
-    return tf.gather(batches, tf.argsort(batch_chunk + noise))  # 4. noise < 1 keeps each chunk's batches together
+    return tf.gather(batches, tf.argsort(batch_chunk + noise))  # 4. noise < 1: batches stay in their chunk
 
 
 def sorted_batch_indices(lengths: tf.Tensor, batch_size: int) -> tf.RaggedTensor:

@@ -59,8 +59,9 @@ class PtbChar(SourceFilesBuilder):
     RELEASE_NOTES = {"1.0.0": "Characters of the word-level files; lengths 1..288; pad 0, unk 1."}
     BUILDER_CONFIGS = [PtbCharConfig.for_lengths(1, 288)]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        f"Place ptb.train.txt, ptb.valid.txt and ptb.test.txt (the folder data/ of {sources.PTB_ARCHIVE_URL})"
-        f" in the manual folder, in a folder named by ${sources.DATA_DIR_ENV} or in the builder's source_dir.")
+        "Place ptb.train.txt, ptb.valid.txt and ptb.test.txt (the folder data/ of "
+        f"{sources.PTB_ARCHIVE_URL}) in the manual folder, in a folder named by "
+        f"${sources.DATA_DIR_ENV} or in the builder's source_dir.")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

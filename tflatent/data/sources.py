@@ -186,10 +186,13 @@ def locate_ptb(data_dir=None, manual_dir=None, download_dir=None, download: bool
             archive = fetch(PTB_ARCHIVE_URL, Path(download_dir).expanduser() / "simple-examples.tgz",
                             timeout)
             with tarfile.open(archive) as tar:
+                members = {member.name.removeprefix("./"): member for member in tar.getmembers()}
                 for name in names:
-                    member = tar.extractfile(tar.getmember(f"./{PTB_ARCHIVE_DIR}/{name}"))
+                    if f"{PTB_ARCHIVE_DIR}/{name}" not in members:
+                        raise DataFormatError(f"{archive} has the wrong layout: it lacks "
+                                              f"{PTB_ARCHIVE_DIR}/{name}")
                     target.mkdir(parents=True, exist_ok=True)
-                    (target / name).write_bytes(member.read())
+                    (target / name).write_bytes(tar.extractfile(members[f"{PTB_ARCHIVE_DIR}/{name}"]).read())
 
         if _try_download(download, notes):
             found = [target / name for name in names]
@@ -255,16 +258,15 @@ def read_ptb_text(path: Path) -> list[str]:
     except UnicodeDecodeError as err:
         raise DataFormatError(f"{path} is not the word-level PTB text (a non-ASCII byte at offset "
                               f"{err.start}); expected the ASCII file ptb.*.txt of simple-examples") from None
-    if not text.endswith("\n"):
-        raise DataFormatError(f"{path} ends in the middle of a line: the file is truncated; "
-                              "replace it with a complete copy")
-    lines = text.split("\n")[:-1]
-    first = lines[0].strip()
+    first = text.split("\n", 1)[0].strip()
     if "_" in first and len(first) > 2 and set(first[1::2]) == {" "}:
         raise DataFormatError(f"{path} has the character-level layout of ptb.char.*.txt (characters "
                               "separated by spaces, '_' between words); use the word-level ptb.*.txt, "
                               "which the reference reads as characters")
-    return [line.strip() for line in lines]
+    if not text.endswith("\n"):
+        raise DataFormatError(f"{path} ends in the middle of a line: the file is truncated; "
+                              "replace it with a complete copy")
+    return [line.strip() for line in text.split("\n")[:-1]]
 
 
 class _MusicUnpickler(pickle.Unpickler):
