@@ -204,6 +204,19 @@ def test_sampling_projects_the_context_once_per_layer_not_per_dim(monkeypatch):
     assert len(calls) == 2 * 2  # sampling + the log-det pass, for each of the 2 layers; D = 5 plays no part
 
 
+@pytest.mark.parametrize("kind", ["af", "scf", "none"])
+def test_dtype_policy_reaches_every_conditioner(kind):
+    flow = HiddenFlow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16, dtype="float64")
+    flow.build()
+    assert {w.dtype for w in flow.weights} == {"float64"}
+    eps, context = (tf.cast(x, tf.float64) for x in random_inputs(seed=3))
+    z, log_det = flow.forward(eps, context)
+    eps_back, inverse_log_det = flow.inverse(z, context)
+    assert z.dtype == log_det.dtype == tf.float64
+    np.testing.assert_allclose(eps_back, eps, atol=1e-12)
+    np.testing.assert_allclose(inverse_log_det, -log_det, atol=1e-12)
+
+
 def test_config_and_serialisation_round_trip():
     flow = make_flow("scf", transform="affine", dropout=0.1)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(flow))

@@ -35,7 +35,7 @@ class CouplingConditioner(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.dropout_rate = dropout
         self.net = FeedForwardNet(hidden_units, num_transformed * num_params, hidden_layers=hidden_layers,
-                                  dropout=dropout, name="net")
+                                  dropout=dropout, dtype=self.dtype_policy, name="net")
 
     def build(self, input_shape=None):
         """Builds the MLP from the constructor's sizes (``input_shape`` is not needed)."""

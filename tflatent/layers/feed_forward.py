@@ -32,10 +32,12 @@ class FeedForwardNet(keras.layers.Layer):
         self.dropout_rate = dropout
         self.init_scale = init_scale
         init = keras.initializers.RandomUniform(-init_scale, init_scale)
-        self.hidden = [keras.layers.Dense(hidden_units, kernel_initializer=init, name=f"hidden_{i}")
+        self.hidden = [keras.layers.Dense(hidden_units, kernel_initializer=init,
+                                          dtype=self.dtype_policy, name=f"hidden_{i}")
                        for i in range(hidden_layers)]
-        self.output_layer = keras.layers.Dense(output_units, kernel_initializer=init, name="output")
-        self.dropout = keras.layers.Dropout(dropout)
+        self.output_layer = keras.layers.Dense(output_units, kernel_initializer=init,
+                                               dtype=self.dtype_policy, name="output")
+        self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -68,14 +68,15 @@ class MADE(keras.layers.Layer):
         for layer in range(hidden_layers):
             self.hidden.append(MaskedDense(
                 hidden_units, hidden_degrees[None, :] >= in_degrees[:, None], kernel_initializer=hidden_init,
-                name=f"hidden_{layer}"))
+                dtype=self.dtype_policy, name=f"hidden_{layer}"))
             in_degrees = hidden_degrees
         self.context_projection = keras.layers.Dense(hidden_units, use_bias=False,
-                                                     kernel_initializer=hidden_init, name="context")
+                                                     kernel_initializer=hidden_init, dtype=self.dtype_policy,
+                                                     name="context")
         self.output_layer = MaskedDense(num_params * dim, output_degrees[None, :] >= in_degrees[:, None],
                                         kernel_initializer=output_init, bias_initializer=output_init,
-                                        name="output")
-        self.dropout = keras.layers.Dropout(dropout)
+                                        dtype=self.dtype_policy, name="output")
+        self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     @property
     def dim(self):

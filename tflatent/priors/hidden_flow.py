@@ -65,6 +65,9 @@ class HiddenFlow(keras.layers.Layer):
       transform: "nlsq" or "affine" (the "− NLSq" ablation).
       dropout: rate inside the "af"/"scf" conditioners, applied only when called with
         ``training=True`` (the reference's 'prior_ff' location, off by default).
+      **kwargs: Keras layer arguments. The conditioners take this layer's dtype policy: under a
+        mixed-precision global policy pass ``dtype="float32"``, since the NLSq log-slope has no
+        epsilon and wants float32 (``dtype="float64"`` gives a float64 flow).
     """
 
     def __init__(self, kind, dim, context_dim, num_layers=5, hidden_layers=2, hidden_units=100,
@@ -89,19 +92,19 @@ class HiddenFlow(keras.layers.Layer):
             self.conditioners = [
                 MADE(list(range(1, dim + 1)) if k % 2 == 0 else list(range(dim, 0, -1)), num_params,
                      context_dim=context_dim, hidden_layers=hidden_layers, hidden_units=hidden_units,
-                     dropout=dropout, name=f"made_{k}")
+                     dropout=dropout, dtype=self.dtype_policy, name=f"made_{k}")
                 for k in range(num_layers)]
         elif kind == "scf":
             self.conditioners = [
                 CouplingConditioner(half, dim - half, num_params, context_dim=context_dim,
                                     hidden_layers=hidden_layers, hidden_units=hidden_units, dropout=dropout,
-                                    name=f"coupling_{k}")
+                                    dtype=self.dtype_policy, name=f"coupling_{k}")
                 for k in range(num_layers)]
             self._num_masked = [half if k % 2 == 0 else -half for k in range(num_layers)]
         else:
             init = keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE)
             self.conditioners = [keras.layers.Dense(dim * num_params, kernel_initializer=init,
-                                                    name="elementwise")]
+                                                    dtype=self.dtype_policy, name="elementwise")]
 
     def build(self, input_shape=None):
         """Builds every conditioner from the constructor's sizes (``input_shape`` is not needed)."""
@@ -120,7 +123,7 @@ class HiddenFlow(keras.layers.Layer):
             if self.context_dim:
                 raise ValueError(f"HiddenFlow {self.name!r} has context_dim={self.context_dim}: pass a "
                                  f"context of shape [..., {self.context_dim}].")
-            return tf.zeros(tf.concat([batch_shape, [0]], axis=0))
+            return tf.zeros(tf.concat([batch_shape, [0]], axis=0), dtype=self.compute_dtype)
         context = tf.convert_to_tensor(context)
         if context.shape[-1] != self.context_dim:
             raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape [..., {self.context_dim}], "
