@@ -61,7 +61,7 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         if (downloads, manual) != (self._source_download_dir, self._source_manual_dir):
             self._source_download_dir, self._source_manual_dir, self._stale = downloads, manual, None
         reuse = download_config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        if reuse and super().is_prepared() and self._sources_changed():
+        if reuse and self.data_path.exists() and self._sources_changed():
             download_config = dataclasses.replace(
                 download_config, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
         super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
@@ -69,7 +69,7 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
     def is_prepared(self) -> bool:
         """Prepared, from the source files found now (``tfds.load`` prepares again when False)."""
-        return super().is_prepared() and not self._sources_changed()
+        return self.data_path.exists() and super().is_prepared() and not self._sources_changed()
 
     def _sources_changed(self) -> bool:
         if self._stale is None:

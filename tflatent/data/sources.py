@@ -153,10 +153,10 @@ def fetch(url: str, destination: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Pat
     return destination
 
 
-def _try_download(download, notes: list[str]) -> bool:
-    """Runs ``download()``; on a network error records it in ``notes`` and returns False."""
+def _try_download(fetch_files, notes: list[str]) -> bool:
+    """Runs ``fetch_files()``; on a network error records it in ``notes`` and returns False."""
     try:
-        download()
+        fetch_files()
     except (urllib.error.URLError, OSError, tarfile.TarError) as err:
         notes.append(f"download: failed ({err})")
         return False
@@ -182,7 +182,7 @@ def locate_ptb(data_dir=None, manual_dir=None, download_dir=None, download: bool
     if found is None and download and download_dir is not None:
         target = Path(download_dir).expanduser() / "ptb"
 
-        def download():
+        def fetch_archive():
             archive = fetch(PTB_ARCHIVE_URL, Path(download_dir).expanduser() / "simple-examples.tgz",
                             timeout)
             with tarfile.open(archive) as tar:
@@ -192,9 +192,10 @@ def locate_ptb(data_dir=None, manual_dir=None, download_dir=None, download: bool
                         raise DataFormatError(f"{archive} has the wrong layout: it lacks "
                                               f"{PTB_ARCHIVE_DIR}/{name}")
                     target.mkdir(parents=True, exist_ok=True)
-                    (target / name).write_bytes(tar.extractfile(members[f"{PTB_ARCHIVE_DIR}/{name}"]).read())
+                    member = tar.extractfile(members[f"{PTB_ARCHIVE_DIR}/{name}"])
+                    (target / name).write_bytes(member.read())
 
-        if _try_download(download, notes):
+        if _try_download(fetch_archive, notes):
             found = [target / name for name in names]
     elif found is None:
         notes.append(_no_download_note(download))
