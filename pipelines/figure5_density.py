@@ -53,7 +53,8 @@ def fit(transform, train, args):
     def train_step(batch):
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(flow.log_prob(batch))
-        optimizer.apply_gradients(zip(tape.gradient(loss, flow.trainable_variables), flow.trainable_variables))
+        grads = tape.gradient(loss, flow.trainable_variables)
+        optimizer.apply_gradients(zip(grads, flow.trainable_variables))
         return loss
 
     rng = np.random.default_rng(args.seed + 1)

@@ -49,4 +49,5 @@ def test_empty_kept_half_and_config_round_trip():
     clone = CouplingConditioner.from_config(conditioner.get_config())
     clone.build()
     clone.set_weights(conditioner.get_weights())
-    np.testing.assert_allclose(clone(tf.zeros([2, 0]), tf.ones([2, 4])), conditioner(tf.zeros([2, 0]), tf.ones([2, 4])))
+    kept, context = tf.zeros([2, 0]), tf.ones([2, 4])
+    np.testing.assert_allclose(clone(kept, context), conditioner(kept, context))

@@ -45,8 +45,10 @@ def test_degrees_and_layout_at_reference_size():
     assert made.count_params() == 90_450  # notes §7.3: 90.4k per MADE layer (dense count)
     hidden_degrees = np.concatenate([np.arange(50), np.arange(50)])
     # unit j of a hidden layer sees unit i of the previous one iff degree_j >= degree_i
-    np.testing.assert_array_equal(made.hidden[1].kernel_mask, hidden_degrees[None, :] >= hidden_degrees[:, None])
-    np.testing.assert_array_equal(made.hidden[0].kernel_mask.sum(axis=1), 2 * (49 - np.arange(50)))  # order o reaches degrees o..49
+    np.testing.assert_array_equal(made.hidden[1].kernel_mask,
+                                  hidden_degrees[None, :] >= hidden_degrees[:, None])
+    # the data input of order o reaches the hidden units of degree o..49, twice
+    np.testing.assert_array_equal(made.hidden[0].kernel_mask.sum(axis=1), 2 * (49 - np.arange(50)))
 
 
 def test_outputs_are_param_major_then_transposed_to_dim_major():
@@ -93,9 +95,10 @@ def test_config_round_trip():
     clone.build()
     clone.set_weights(made.get_weights())
     x, context = tf.random.normal([3, D]), tf.random.normal([3, C])
-    np.testing.assert_allclose(clone(x, clone.project_context(context)), made(x, made.project_context(context)))
-    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(made)).input_order.tolist() \
-        == [2, 1, 3, 4, 6, 5]
+    np.testing.assert_allclose(clone(x, clone.project_context(context)),
+                               made(x, made.project_context(context)))
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(made))
+    assert restored.input_order.tolist() == [2, 1, 3, 4, 6, 5]
 
 
 def test_bad_arguments_are_rejected():

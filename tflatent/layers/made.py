@@ -60,7 +60,8 @@ class MADE(keras.layers.Layer):
         self.dropout_rate = dropout
 
         hidden_init = keras.initializers.RandomUniform(-HIDDEN_INIT_SCALE, HIDDEN_INIT_SCALE)
-        output_init = keras.initializers.RandomUniform(-1.0 / np.sqrt(hidden_units), 1.0 / np.sqrt(hidden_units))
+        output_bound = 1.0 / np.sqrt(hidden_units)  # PyTorch's nn.Linear default
+        output_init = keras.initializers.RandomUniform(-output_bound, output_bound)
         hidden_degrees = np.arange(hidden_units) % dim
         output_degrees = np.tile(order - 1, num_params)  # param-major: unit p·D + i is (p, i)
         in_degrees = order

@@ -85,8 +85,8 @@ class HiddenFlow(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.transform = transform
         self.dropout = dropout
-        self._transform = TRANSFORMS[transform]
-        num_params = self._transform.num_params
+        self._transform_class = TRANSFORMS[transform]
+        num_params = self._transform_class.num_params
         half = dim // 2
         if kind == "af":
             self.conditioners = [
@@ -126,8 +126,8 @@ class HiddenFlow(keras.layers.Layer):
             return tf.zeros(tf.concat([batch_shape, [0]], axis=0), dtype=self.compute_dtype)
         context = tf.convert_to_tensor(context)
         if context.shape[-1] != self.context_dim:
-            raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape [..., {self.context_dim}], "
-                             f"got {context.shape}; set context_dim to the context's width.")
+            raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape "
+                             f"[..., {self.context_dim}], got {context.shape}; set context_dim to the context's width.")
         return context
 
     def _check_event(self, x):
@@ -145,7 +145,7 @@ class HiddenFlow(keras.layers.Layer):
         """
         if not self.built:
             self.build()
-        transform = self._transform
+        transform = self._transform_class
 
         def af_fn(made):
             projected = made.project_context(context, training=training)  # once per call, not per dim
@@ -173,7 +173,8 @@ class HiddenFlow(keras.layers.Layer):
         if self.kind == "none":
             return fns[0]()
         if self.kind == "af":
-            layers = [tfb.MaskedAutoregressiveFlow(bijector_fn=fn, name=f"af_{k}") for k, fn in enumerate(fns)]
+            layers = [tfb.MaskedAutoregressiveFlow(bijector_fn=fn, name=f"af_{k}")
+                      for k, fn in enumerate(fns)]
         else:
             layers = [tfb.RealNVP(num_masked=masked, bijector_fn=fn, name=f"scf_{k}")
                       for k, (masked, fn) in enumerate(zip(self._num_masked, fns))]
