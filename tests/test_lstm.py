@@ -1,0 +1,169 @@
+"""LSTM / LSTMStack: Keras-equivalent math, PyTorch initialisation, packed-sequence padding, XLA."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflatent.layers.lstm import LSTM, LSTMStack
+
+B, T, F, H = 3, 6, 4, 5
+LENGTHS = [6, 3, 1]
+
+
+def inputs(*shape, seed=0):
+    return tf.random.stateless_normal(shape, seed=[seed, 1])
+
+
+def stack(num_layers=2, bidirectional=True, features=F, context=0, **kwargs):
+    layer = LSTMStack(H, num_layers, bidirectional=bidirectional, **kwargs)
+    layer.build((None, None, features), (None, None, context) if context else None)
+    return layer
+
+
+def copy_weights(cell, keras_lstm):
+    keras_lstm.build((None, None, cell.kernel.shape[0]))
+    keras_lstm.set_weights([cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy()])
+    return keras_lstm
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_one_layer_matches_keras_lstm_with_the_same_weights(backward):
+    layer = stack(num_layers=1)
+    cell = layer.cells[0][1 if backward else 0]
+    reference = copy_weights(cell, keras.layers.LSTM(H, return_sequences=True, go_backwards=backward))
+    x = inputs(B, T, F)
+    ours = layer(x)[1 if backward else 0].numpy()
+    theirs = reference(x).numpy()
+    np.testing.assert_allclose(ours, theirs[:, ::-1] if backward else theirs, atol=1e-6)
+
+
+def test_padding_never_leaks_each_sequence_alone_gives_the_same_outputs():
+    layer = stack()
+    x = inputs(B, T, F)
+    forward, backward = layer(x, mask=tf.sequence_mask(LENGTHS, T))
+    for b, length in enumerate(LENGTHS):
+        alone_forward, alone_backward = layer(x[b:b + 1, :length])
+        np.testing.assert_allclose(forward[b, :length], alone_forward[0], atol=1e-6)
+        np.testing.assert_allclose(backward[b, :length], alone_backward[0], atol=1e-6)
+        np.testing.assert_array_equal(forward[b, length:], 0.0)
+        np.testing.assert_array_equal(backward[b, length:], 0.0)
+
+
+def test_garbage_in_padding_changes_nothing_and_gets_no_gradient():
+    layer = stack()
+    x = inputs(B, T, F)
+    mask = tf.sequence_mask(LENGTHS, T)
+    garbage = tf.where(mask[..., None], x, 1e3 * inputs(B, T, F, seed=5))
+    with tf.GradientTape() as tape:
+        tape.watch(garbage)
+        outputs = tf.concat(layer(garbage, mask=mask), axis=-1)
+        loss = tf.reduce_sum(tf.square(outputs))
+    np.testing.assert_allclose(outputs, tf.concat(layer(x, mask=mask), axis=-1), atol=1e-6)
+    grad = tape.gradient(loss, garbage)
+    assert np.all(grad.numpy()[~mask.numpy()] == 0.0)
+    assert np.all(np.abs(grad.numpy()[mask.numpy()]).sum(-1) > 0.0)
+
+
+def test_samples_with_a_shared_context_equal_concatenated_inputs():
+    layer = stack(features=F - 2, context=2)
+    x, context = inputs(4, B, T, F - 2), inputs(B, T, 2, seed=1)
+    mask = tf.sequence_mask(LENGTHS, T)
+    forward, backward = layer(x, mask=mask, context=context)
+    assert forward.shape == (4, B, T, H)
+    for s in range(4):
+        alone = layer(tf.concat([x[s], context], axis=-1), mask=mask)
+        np.testing.assert_allclose(forward[s], alone[0], atol=1e-6)
+        np.testing.assert_allclose(backward[s], alone[1], atol=1e-6)
+
+
+def test_step_by_step_equals_the_parallel_pass_from_an_initial_state():
+    layer = stack(bidirectional=False, features=F - 1, context=1)
+    x, context = inputs(B, T, F - 1), inputs(B, T, 1, seed=1)
+    state = [(inputs(B, H, seed=2 + i), inputs(B, H, seed=4 + i)) for i in range(2)]
+    parallel = layer(x, context=context, initial_state=state).numpy()
+    for t in range(T):
+        output, state = layer.step(x[:, t], state, context=context[:, t])
+        np.testing.assert_allclose(output, parallel[:, t], atol=1e-6)
+    zero = layer.zero_state(B)
+    assert len(zero) == 2 and zero[0][0].shape == (B, H)
+
+
+def test_pytorch_initialisation():
+    units = 256
+    cell = LSTM(units)
+    cell.build((None, 64))
+    bound = 1.0 / math.sqrt(units)
+    kernel, recurrent, bias = cell.kernel.numpy(), cell.recurrent_kernel.numpy(), cell.bias.numpy()
+    for weights in (kernel, recurrent):
+        assert np.abs(weights).max() <= bound and np.abs(weights).max() > 0.99 * bound
+        assert abs(weights.std() - bound / math.sqrt(3)) < 0.02 * bound
+    # b_ih + b_hh: triangular on ±2/√H with variance 2/(3H).
+    assert np.abs(bias).max() <= 2 * bound and np.abs(bias).max() > bound
+    assert abs(bias.std() - bound * math.sqrt(2 / 3)) < 0.05 * bound
+    # Separate draws (a Keras initializer reused for two weights would repeat its values).
+    assert not np.allclose(kernel, recurrent[:64])
+
+
+def test_keras_initialisation_has_a_unit_forget_bias():
+    cell = LSTM(H, init="keras")
+    cell.build((None, F))
+    np.testing.assert_array_equal(cell.bias.numpy(), np.repeat([0.0, 1.0, 0.0, 0.0], H))
+
+
+def test_parameter_count_is_pytorchs_minus_one_bias_per_layer_direction():
+    layer = stack(num_layers=2, bidirectional=True, features=F)
+    pytorch = 2 * (4 * H * (F + H) + 8 * H) + 2 * (4 * H * (2 * H + H) + 8 * H)
+    assert layer.count_params() == pytorch - 4 * (4 * H)
+
+
+def test_every_weight_gets_a_finite_nonzero_gradient():
+    layer = stack(dropout_between_layers=0.3, context=2)
+    x = inputs(2, B, T, F)
+    with tf.GradientTape() as tape:
+        forward, backward = layer(x, mask=tf.sequence_mask(LENGTHS, T), context=inputs(B, T, 2),
+                                  training=True)
+        loss = tf.reduce_sum(forward * backward)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    assert len(grads) == 12
+    for variable, grad in zip(layer.trainable_variables, grads):
+        assert np.all(np.isfinite(grad.numpy())), variable.path
+        assert np.any(grad.numpy() != 0.0), variable.path
+
+
+def test_compiles_under_xla_with_the_same_values_and_gradients():
+    layer = stack(context=2)
+    x, context, mask = inputs(B, T, F), inputs(B, T, 2, seed=1), tf.sequence_mask(LENGTHS, T)
+
+    def run(x, context, mask):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(tf.concat(layer(x, mask=mask, context=context), axis=-1)))
+        return loss, tape.gradient(loss, layer.trainable_variables)
+
+    eager = run(x, context, mask)
+    compiled = tf.function(run, jit_compile=True)(x, context, mask)
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-5)
+    for a, b in zip(compiled[1], eager[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="init='torch'"):
+        LSTMStack(H, init="torch")
+    layer = stack()
+    left_padded = tf.constant([[False, True, True, True, True, True]] * B)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="right-padded"):
+        layer(inputs(B, T, F), mask=left_padded)
+    with pytest.raises(ValueError, match="bidirectional"):
+        layer.step(inputs(B, F), layer.zero_state(B))
+    with pytest.raises(ValueError, match="unidirectional"):
+        layer(inputs(B, T, F), initial_state=[(tf.zeros([B, H]), tf.zeros([B, H]))] * 2)
+
+
+def test_config_round_trip():
+    layer = stack(num_layers=2, bidirectional=True, dropout_between_layers=0.1, init="keras")
+    copy = LSTMStack.from_config(layer.get_config())
+    assert (copy.units, copy.num_layers, copy.bidirectional, copy.dropout_between_layers, copy.init) == \
+        (H, 2, True, 0.1, "keras")

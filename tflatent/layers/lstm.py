@@ -1,0 +1,289 @@
+"""LSTMs that behave like the reference's packed PyTorch LSTMs.
+
+One direction (``LSTM``) computes, with the gates in PyTorch's and Keras's order (i, f, g, o),
+
+    [i, f, g, o] = x_t W + h_{t−1} U + b
+    c_t = σ(f) ⊙ c_{t−1} + σ(i) ⊙ tanh(g),     h_t = σ(o) ⊙ tanh(c_t)
+
+with weights laid out as in ``keras.layers.LSTM`` (kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H]).
+``LSTMStack`` stacks layers (and directions), as ``torch.nn.LSTM(num_layers, bidirectional)`` does, over
+right-padded batches.
+
+Packed sequences without per-step masks. PyTorch runs each sequence only over its own length. Here the
+forward direction simply runs over the padded batch: its outputs at t < L never depend on steps ≥ L,
+and the outputs at padding are set to zero afterwards. The backward direction reverses each sequence
+within its own length (``tf.reverse_sequence``), runs forward, and reverses back, so it starts at each
+sequence's true end. No mask enters the recurrence, so equal-length and bucketed batches take the same
+fast path, and padding never reaches a valid output in either direction.
+
+Speed. The input projection x_t W (+ b) of all steps is one matmul before the loop; the loop does only
+h U. Inputs may carry a leading sample axis [S, B, T, F] with a per-sequence ``context`` [B, T, C] (the
+position features) that is concatenated to every sample's input: the context's share of the projection
+is computed once per sequence and broadcast over the S samples. The loop is a ``tf.while_loop`` over
+TensorArrays with a static trip count when T is static, so it compiles under XLA (``jit_compile``).
+
+Initialisation (``init``):
+  "pytorch"  W, U ~ U(±1/√H). PyTorch has two bias vectors (b_ih + b_hh, each U(±1/√H)) where Keras
+             has one; the single bias here is drawn as the sum of two U(±1/√H) draws, which is exactly
+             the distribution of PyTorch's effective bias. Each layer-direction therefore has 4H fewer
+             parameters than PyTorch's (e.g. 2,000 fewer at H = 500). There is no forget-gate bias of 1.
+  "keras"    the Keras defaults: Glorot-uniform W, orthogonal U, zero bias with the forget gate's at 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+INITS = ("pytorch", "keras")
+
+
+def _check_init(init):
+    if init not in INITS:
+        raise ValueError(f"LSTM init={init!r} is not allowed; choose one of {INITS} (config: model.lstm_init)")
+
+
+def _cell(gates, c):
+    """One LSTM update from the pre-activations [N, 4H] and the carry c [N, H] → (h, c)."""
+    i, f, g, o = tf.split(gates, 4, axis=-1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c), c
+
+
+@keras.saving.register_keras_serializable(package="tflatent")
+class LSTM(keras.layers.Layer):
+    """One LSTM direction over time-major pre-activations; the building block of ``LSTMStack``.
+
+    Args:
+      units: H.
+      init: "pytorch" or "keras" (module docstring).
+    """
+
+    def __init__(self, units, init="pytorch", **kwargs):
+        super().__init__(**kwargs)
+        _check_init(init)
+        self.units = int(units)
+        self.init = init
+
+    def build(self, input_shape):
+        features = int(input_shape[-1])
+        four = 4 * self.units
+        if self.init == "pytorch":
+            bound = 1.0 / math.sqrt(self.units)
+            # One initializer object per draw: a Keras initializer has a fixed seed, so reusing one
+            # would correlate the weights.
+            kernel_init, recurrent_init, b_ih, b_hh = (
+                keras.initializers.RandomUniform(-bound, bound) for _ in range(4))
+
+            def bias_init(shape, dtype=None):  # PyTorch's effective bias b_ih + b_hh
+                return b_ih(shape, dtype) + b_hh(shape, dtype)
+        else:
+            kernel_init = keras.initializers.GlorotUniform()
+            recurrent_init = keras.initializers.Orthogonal()
+
+            def bias_init(shape, dtype=None):  # unit_forget_bias=True
+                units = shape[0] // 4
+                return tf.concat([tf.zeros([units]), tf.ones([units]), tf.zeros([2 * units])], axis=0)
+        self.kernel = self.add_weight(shape=(features, four), initializer=kernel_init, name="kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, four), initializer=recurrent_init,
+                                                name="recurrent_kernel")
+        self.bias = self.add_weight(shape=(four,), initializer=bias_init, name="bias")
+
+    def project(self, inputs, context=None):
+        """x W + b for every step, time-major: the part of the work that is parallel over time.
+
+        Args:
+          inputs: [T, S, B, F] time-major (S = 1 when there is no sample axis).
+          context: None or [T, B, C], shared by the S samples; the kernel's last C rows act on it.
+
+        Returns:
+          [T, S·B, 4H].
+        """
+        features = inputs.shape[-1]
+        gates = tf.tensordot(inputs, self.kernel[:features], axes=1)  # [T, S, B, 4H]
+        if context is not None:
+            gates += tf.tensordot(context, self.kernel[features:], axes=1)[:, None]  # [T, 1, B, 4H]
+        gates += self.bias
+        shape = tf.shape(gates)
+        return tf.reshape(gates, tf.stack([shape[0], shape[1] * shape[2], 4 * self.units]))
+
+    def recur(self, gates, initial_state=None):
+        """Runs the recurrence over projected inputs.
+
+        Args:
+          gates: [T, N, 4H] from ``project``.
+          initial_state: None (zeros) or (h, c), each [N, H].
+
+        Returns:
+          h_t for every step, [T, N, H].
+        """
+        num_steps = tf.shape(gates)[0]
+        if initial_state is None:
+            zeros = tf.zeros(tf.stack([tf.shape(gates)[1], self.units]), gates.dtype)
+            initial_state = (zeros, zeros)
+        # Read once outside the loop: a variable read inside the body is stacked per step for backprop.
+        recurrent_kernel = tf.convert_to_tensor(self.recurrent_kernel)
+        steps_in = tf.TensorArray(gates.dtype, size=num_steps).unstack(gates)
+
+        def body(t, h, c, steps_out):
+            h, c = _cell(steps_in.read(t) + tf.matmul(h, recurrent_kernel), c)
+            return t + 1, h, c, steps_out.write(t, h)
+
+        _, _, _, steps_out = tf.while_loop(
+            lambda t, *_: t < num_steps, body,
+            (tf.constant(0), initial_state[0], initial_state[1], tf.TensorArray(gates.dtype, size=num_steps)),
+            maximum_iterations=num_steps)
+        return steps_out.stack()
+
+    def step(self, inputs, state):
+        """One step: inputs [N, F] (context already concatenated), state (h, c) → (h, (h, c))."""
+        gates = tf.matmul(inputs, self.kernel) + tf.matmul(state[0], self.recurrent_kernel) + self.bias
+        h, c = _cell(gates, state[1])
+        return h, (h, c)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "init": self.init}
+
+
+@keras.saving.register_keras_serializable(package="tflatent")
+class LSTMStack(keras.layers.Layer):
+    """A multi-layer (bi)LSTM over right-padded batches, like a packed ``torch.nn.LSTM``.
+
+    Layer l > 0 reads layer l − 1's outputs (both directions concatenated, forward first, when
+    bidirectional), after dropout when training. The first layer reads [inputs, context].
+
+    Args:
+      units: H per direction.
+      num_layers: the number of stacked layers.
+      bidirectional: whether each layer also runs backward in time.
+      dropout_between_layers: dropout rate on the outputs of every layer but the last (training only).
+      init: "pytorch" or "keras" (module docstring).
+    """
+
+    def __init__(self, units, num_layers=1, bidirectional=False, dropout_between_layers=0.0,
+                 init="pytorch", **kwargs):
+        super().__init__(**kwargs)
+        _check_init(init)
+        self.units = int(units)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.dropout_between_layers = float(dropout_between_layers)
+        self.init = init
+        self.supports_masking = True  # outputs are zero at padding; the mask passes through
+        directions = ("forward", "backward") if self.bidirectional else ("forward",)
+        self.cells = [[LSTM(units, init=init, name=f"layer_{i}_{d}") for d in directions]
+                      for i in range(self.num_layers)]
+        self.dropout = keras.layers.Dropout(self.dropout_between_layers)
+
+    def build(self, inputs_shape, context_shape=None):
+        features = int(inputs_shape[-1]) + (0 if context_shape is None else int(context_shape[-1]))
+        for layer in self.cells:
+            for cell in layer:
+                cell.build((None, features))
+            features = self.units * len(layer)
+        self.built = True
+
+    def call(self, inputs, mask=None, context=None, initial_state=None, training=False):
+        """Runs the stack over a right-padded batch.
+
+        Args:
+          inputs: [B, T, F], or [S, B, T, F] for S samples of each sequence.
+          mask: None (every step valid) or [B, T] bool, True on each sequence's first L_b steps.
+          context: None or [B, T, C], concatenated to the inputs of every sample (first layer only).
+          initial_state: None (zeros) or, for a unidirectional stack, a list of (h, c) per layer,
+            each [S·B, H] (sample-major: row s·B + b).
+          training: enables the dropout between layers.
+
+        Returns:
+          Top-layer outputs shaped like inputs with H features, zero at padding: one tensor, or
+          (forward, backward) when bidirectional.
+        """
+        inputs = tf.convert_to_tensor(inputs)
+        has_samples = inputs.shape.rank == 4
+        if not has_samples:
+            inputs = inputs[None]
+        if initial_state is not None and self.bidirectional:
+            raise ValueError("LSTMStack: initial_state is only supported for a unidirectional stack")
+        shape = tf.shape(inputs)
+        num_samples, batch, num_steps = shape[0], shape[1], shape[2]
+        x = tf.transpose(inputs, [2, 0, 1, 3])  # [T, S, B, F]
+        context_tm = None if context is None else tf.transpose(context, [1, 0, 2])  # [T, B, C]
+
+        lengths = valid = None
+        if mask is not None:
+            mask = tf.cast(mask, tf.bool)
+            lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # [B]
+            tf.debugging.Assert(
+                tf.reduce_all(tf.equal(mask, tf.sequence_mask(lengths, num_steps))),
+                ["LSTMStack: the mask must be right-padded (True on each sequence's first L steps, then "
+                 "False); build it with tf.sequence_mask(lengths, T)"])
+            lengths = tf.tile(lengths, [num_samples])  # [S·B]
+            valid = tf.transpose(tf.sequence_mask(lengths, num_steps))[..., None]  # [T, S·B, 1]
+
+        for i, layer in enumerate(self.cells):
+            if i > 0:
+                x = self.dropout(x, training=training)[:, None]  # [T, 1, S·B, ·]
+            state = None if initial_state is None else initial_state[i]
+            outputs = [self._run(layer[0], x, context_tm, state, lengths, valid, reverse=False)]
+            if self.bidirectional:
+                outputs.append(self._run(layer[1], x, context_tm, None, lengths, valid, reverse=True))
+            x = tf.concat(outputs, axis=-1) if len(outputs) > 1 else outputs[0]  # [T, S·B, H·dirs]
+            context_tm = None
+
+        def batch_major(h):  # [T, S·B, H] → [S, B, T, H] (or [B, T, H])
+            h = tf.transpose(tf.reshape(h, tf.stack([num_steps, num_samples, batch, self.units])), [1, 2, 0, 3])
+            return h if has_samples else h[0]
+
+        if self.bidirectional:
+            return batch_major(outputs[0]), batch_major(outputs[1])
+        return batch_major(outputs[0])
+
+    @staticmethod
+    def _run(cell, x, context, state, lengths, valid, reverse):
+        gates = cell.project(x, context)  # [T, N, 4H]
+        if reverse:
+            gates = _reverse(gates, lengths)
+        h = cell.recur(gates, state)
+        if reverse:
+            h = _reverse(h, lengths)
+        return h if valid is None else tf.where(valid, h, tf.zeros_like(h))
+
+    def zero_state(self, batch_size):
+        """The zero initial state of a unidirectional stack: [(h, c)] per layer, each [N, H]."""
+        zeros = tf.zeros(tf.stack([batch_size, self.units]))
+        return [(zeros, zeros) for _ in self.cells]
+
+    def step(self, inputs, states, context=None, training=False):
+        """One time step of a unidirectional stack (for sequential sampling).
+
+        Args:
+          inputs: [N, F]; context: None or [N, C] (concatenated after the inputs).
+          states: [(h, c)] per layer, each [N, H].
+
+        Returns:
+          (top-layer output [N, H], new states).
+        """
+        if self.bidirectional:
+            raise ValueError("LSTMStack.step runs a unidirectional stack; this one is bidirectional")
+        x = inputs if context is None else tf.concat([inputs, context], axis=-1)
+        new_states = []
+        for i, (layer, state) in enumerate(zip(self.cells, states)):
+            if i > 0:
+                x = self.dropout(x, training=training)
+            x, state = layer[0].step(x, state)
+            new_states.append(state)
+        return x, new_states
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "num_layers": self.num_layers,
+                "bidirectional": self.bidirectional,
+                "dropout_between_layers": self.dropout_between_layers, "init": self.init}
+
+
+def _reverse(x, lengths):
+    """Reverses time-major x [T, N, ·] within each sequence's length (all of T when lengths is None)."""
+    if lengths is None:
+        return tf.reverse(x, axis=[0])
+    return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
