@@ -1,0 +1,157 @@
+"""Choosing the ``tf.distribute`` strategy, the precision policy and the global batch.
+
+``train.distribute``:
+
+* ``none`` – TensorFlow's default strategy (one device).
+* ``mirrored`` – ``MirroredStrategy`` over every local GPU; on a machine without GPUs, over the CPU
+  split into ``logical_cpus`` logical devices (how the tests exercise data parallelism).
+* ``multi_worker`` – ``MultiWorkerMirroredStrategy`` over the cluster described by the ``TF_CONFIG``
+  environment variable (one process per worker, started with the same command).
+* ``tpu`` – ``TPUStrategy`` on the TPU the cluster resolver finds.
+* ``auto`` – ``mirrored`` when there are two or more GPUs, else ``none``.
+
+Each replica gets ``data.batch_size`` sequences, so the global batch is ``batch_size × replicas``;
+models divide their summed per-sequence loss by the global batch (``tf.nn.compute_average_loss``).
+
+Device set-up must precede TensorFlow's runtime: the logical CPU split and the multi-worker collective
+context only work before the first op runs, so call :func:`make_strategy` first thing in a process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from typing import Optional
+
+import keras
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name: str = "auto", logical_cpus: Optional[int] = None) -> tf.distribute.Strategy:
+    """Returns the strategy called ``name``; see the module docstring."""
+    if name not in STRATEGIES:
+        raise ValueError(f"train.distribute = {name!r} is not allowed; choose one of: {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        return _multi_worker()
+    if name == "tpu":
+        return _tpu()
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "none" or (name == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    if not logical_cpus:
+        raise ValueError("train.distribute = 'mirrored' found no GPU. To mirror over the CPU (for tests), "
+                         "set train.logical_cpus (e.g. 2); to train on one device, use 'none'")
+    return tf.distribute.MirroredStrategy(_split_cpu(logical_cpus))
+
+
+def _split_cpu(count: int) -> list[str]:
+    """Splits the CPU into ``count`` logical devices (before TF initialises them); returns their names."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as err:
+        if len(tf.config.list_logical_devices("CPU")) < count:
+            raise RuntimeError(
+                f"cannot split the CPU into {count} logical devices: TensorFlow has already initialised "
+                f"its devices ({err}). Create the strategy before any TensorFlow op runs (at the start "
+                "of the process, as `python -m tflatent.train` does), or run in a fresh process") from None
+    return [device.name for device in tf.config.list_logical_devices("CPU")[:count]]
+
+
+def _multi_worker() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy from TF_CONFIG, with a clear error when TF_CONFIG is missing or bad."""
+    example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError("train.distribute = 'multi_worker' needs the TF_CONFIG environment variable, set "
+                         f"differently in each worker process, e.g. TF_CONFIG='{example}'")
+    try:
+        tf_config = json.loads(raw)
+        workers = tf_config["cluster"]["worker"]
+        task = tf_config["task"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"TF_CONFIG = {raw!r} is not a cluster description like '{example}'") from None
+    log.info("multi-worker: task %s/%s of %d workers", task.get("type"), task.get("index"), len(workers))
+    return MultiWorkerMirroredStrategy()
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes what Keras 3.15's ``fit`` passes it.
+
+    Keras reduces (1) the first distributed batch, an ``(x, lengths)`` tuple, in one call, which the
+    collective implementation rejects ("Attempt to convert a value (PerReplica...) to a Tensor"), and
+    (2) every scalar log with ``axis=0``, which fails on a rank-0 value ("Invalid reduction dimension
+    0"). Here each leaf is reduced on its own, across replicas only when it is a scalar.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+
+        def leaf(v):
+            rank = self.experimental_local_results(v)[0].shape.rank
+            return parent.reduce(reduce_op, v, axis if rank else None)
+
+        return tf.nest.map_structure(leaf, value)
+
+
+def _tpu() -> tf.distribute.Strategy:
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as err:
+        raise RuntimeError(f"train.distribute = 'tpu' found no TPU ({err}); use 'auto' elsewhere") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def accelerated(strategy: tf.distribute.Strategy) -> Optional[str]:
+    """'GPU' or 'TPU' when the strategy's replicas run on one, else None (CPU)."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "TPU"
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    if strategy.num_replicas_in_sync == 1:
+        return "GPU"  # a one-device strategy places ops on the first GPU
+    return "GPU" if any("GPU" in d.upper() for d in strategy.extended.worker_devices) else None
+
+
+def set_precision(mixed_precision: bool, strategy: tf.distribute.Strategy) -> str:
+    """Sets Keras's global dtype policy before the model is built; returns the policy's name.
+
+    ``mixed_float16`` on GPUs (``mixed_bfloat16`` on TPUs): float16 activations with float32
+    variables, and Keras wraps the optimizer in a ``LossScaleOptimizer`` at ``compile``. On a CPU it
+    would only slow training down, so the switch is ignored there with a warning.
+    """
+    device = accelerated(strategy)
+    if not mixed_precision:
+        policy = "float32"
+    elif device is None:
+        warnings.warn("train.mixed_precision is on but there is no GPU or TPU: training in float32")
+        policy = "float32"
+    else:
+        policy = "mixed_bfloat16" if device == "TPU" else "mixed_float16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:
+    """The batch of one optimizer step: per-replica batch × replicas in sync."""
+    return per_replica * strategy.num_replicas_in_sync
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's shared outputs (checkpoints, logs): worker 0, or the only one."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type or resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
