@@ -35,3 +35,13 @@ def test_dropout_only_when_training_and_config_round_trip():
     clone.build((None, 4))
     clone.set_weights(net.get_weights())
     np.testing.assert_allclose(clone(x), net(x))
+
+
+def test_weights_are_drawn_independently():
+    # A Keras initializer object repeats its draws; a shared one would give layers identical weights.
+    net = FeedForwardNet(hidden_units=16, output_units=16, hidden_layers=2)
+    net.build((None, 16))
+    kernels = [w.numpy().ravel() for w in net.weights[::2]]
+    for i in range(len(kernels)):
+        for j in range(i + 1, len(kernels)):
+            assert not np.isclose(kernels[i][:8], kernels[j][:8]).any()

@@ -106,3 +106,16 @@ def test_bad_arguments_are_rejected():
         MADE([1, 2, 2], num_params=K)
     with pytest.raises(ValueError, match="hidden_units"):
         MADE(list(range(1, D + 1)), num_params=K, hidden_units=D - 1)
+
+
+def test_weights_are_drawn_independently():
+    # A shared Keras initializer object would give the hidden layers and the output overlapping draws.
+    made = MADE(np.arange(1, 9), num_params=5, context_dim=8, hidden_layers=2, hidden_units=16)
+    made.build()
+    hidden = [w.numpy() for w in made.weights if w.shape == (16, 16)]
+    context = [w.numpy() for w in made.weights if w.shape == (8, 16)]
+    assert len(hidden) == 1 and len(context) == 2
+    first = [w.ravel()[:8] for w in hidden + context]
+    for i in range(len(first)):
+        for j in range(i + 1, len(first)):
+            assert not np.isclose(first[i], first[j]).any()

@@ -2,6 +2,8 @@
 
 import keras
 
+from tflatent.layers.initializers import uniform
+
 INIT_SCALE = 0.07
 
 
@@ -31,11 +33,10 @@ class FeedForwardNet(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.dropout_rate = dropout
         self.init_scale = init_scale
-        init = keras.initializers.RandomUniform(-init_scale, init_scale)
-        self.hidden = [keras.layers.Dense(hidden_units, kernel_initializer=init,
+        self.hidden = [keras.layers.Dense(hidden_units, kernel_initializer=uniform(init_scale),
                                           dtype=self.dtype_policy, name=f"hidden_{i}")
                        for i in range(hidden_layers)]
-        self.output_layer = keras.layers.Dense(output_units, kernel_initializer=init,
+        self.output_layer = keras.layers.Dense(output_units, kernel_initializer=uniform(init_scale),
                                                dtype=self.dtype_policy, name="output")
         self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 

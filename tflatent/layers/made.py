@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tflatent.layers.initializers import uniform
 from tflatent.layers.masked_dense import MaskedDense
 
 HIDDEN_INIT_SCALE = 0.001
@@ -59,23 +60,24 @@ class MADE(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.dropout_rate = dropout
 
-        hidden_init = keras.initializers.RandomUniform(-HIDDEN_INIT_SCALE, HIDDEN_INIT_SCALE)
         output_bound = 1.0 / np.sqrt(hidden_units)  # PyTorch's nn.Linear default
-        output_init = keras.initializers.RandomUniform(-output_bound, output_bound)
         hidden_degrees = np.arange(hidden_units) % dim
         output_degrees = np.tile(order - 1, num_params)  # param-major: unit p·D + i is (p, i)
         in_degrees = order
         self.hidden = []
         for layer in range(hidden_layers):
             self.hidden.append(MaskedDense(
-                hidden_units, hidden_degrees[None, :] >= in_degrees[:, None], kernel_initializer=hidden_init,
+                hidden_units, hidden_degrees[None, :] >= in_degrees[:, None],
+                kernel_initializer=uniform(HIDDEN_INIT_SCALE),
                 dtype=self.dtype_policy, name=f"hidden_{layer}"))
             in_degrees = hidden_degrees
         self.context_projection = keras.layers.Dense(hidden_units, use_bias=False,
-                                                     kernel_initializer=hidden_init, dtype=self.dtype_policy,
+                                                     kernel_initializer=uniform(HIDDEN_INIT_SCALE),
+                                                     dtype=self.dtype_policy,
                                                      name="context")
         self.output_layer = MaskedDense(num_params * dim, output_degrees[None, :] >= in_degrees[:, None],
-                                        kernel_initializer=output_init, bias_initializer=output_init,
+                                        kernel_initializer=uniform(output_bound),
+                                        bias_initializer=uniform(output_bound),
                                         dtype=self.dtype_policy, name="output")
         self.dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
