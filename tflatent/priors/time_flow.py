@@ -1,0 +1,186 @@
+"""The latent prior p(z_1..z_T | T): a flow in time around a within-timestep ("hidden") flow.
+
+Paper §4 (Figure 4), reference notes §2.3. Each step's vector z_t ∈ R^H is the image of base noise
+ε_t ~ N(0, I_H) under a hidden flow whose every transform is conditioned on a context h̃_t:
+
+    AF in time  (AF/AF, AF/SCF):  z_t = f(ε_t; h̃_t(z_<t)),   log p(z) = Σ_t [log N(ε_t) + log|∂ε_t/∂z_t|]
+    IAF in time (IAF/SCF):        z_t = f(ε_t; h̃_t(ε_<t)),   same density, but ε_<t must be computed first
+    none ("AF-only", the reference's ``hiddenflow_only``): z_t = f(ε_t; pos_t), no dependence across time
+
+h̃_t comes from an LSTM that reads [y_t, pos_{t+1}] (y = z for AF, ε for IAF), shifted right by one:
+h̃_0 is the top layer's initial hidden state, itself computed from pos_0 by a small network, and h̃_t
+(t ≥ 1) is the top layer's output after reading steps 0..t−1. The position features pos_t encode t and
+the remaining length T−1−t, so every conditional is conditioned on T.
+
+Which direction is parallel:
+
+| time flow | log_prob (density)                 | sample                               |
+|-----------|------------------------------------|--------------------------------------|
+| af        | parallel over t (one LSTM pass)    | sequential over t (``tf.scan``)      |
+| iaf       | sequential over t (``tf.scan``)    | parallel over t (one LSTM pass)      |
+| none      | parallel                           | parallel                             |
+
+Sequential parts are ``tf.scan`` loops (XLA-compilable); there is no Python loop over time.
+
+Shapes: z, ε [N, T, H]; lengths [N]; contexts [N, T, U]; per-step log densities [N, T], zero at padding.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tflatent.layers.feed_forward import FeedForwardNet
+from tflatent.layers.lstm import LSTMStack
+from tflatent.layers.position import PositionFeatures
+from tflatent.priors.hidden_flow import HiddenFlow, standard_normal_log_prob
+
+TIME_FLOWS = ("af", "iaf", "none")
+
+
+class TimeFlowPrior(keras.layers.Layer):
+    """p(z_1..z_T | T) as an AF-in-time, IAF-in-time or time-independent flow.
+
+    Args:
+      z_size: H, the size of each z_t.
+      position: the PositionFeatures layer shared with the rest of the model.
+      time_flow: "af", "iaf" or "none".
+      hidden_flow: "af", "scf" or "none" (see HiddenFlow).
+      transform: "nlsq" or "affine".
+      rnn_units, rnn_layers: the time LSTM (500 × 2 in the paper).
+      hidden_flow_layers, hidden_flow_hidden_layers, hidden_flow_units: the hidden flow's sizes.
+      dropout: rate between LSTM layers and on the context (reference location "prior_rnn").
+      hidden_flow_dropout: rate inside the hidden flow's conditioners (reference location "prior_ff").
+      lstm_init: "pytorch" or "keras" (see ``tflatent.layers.lstm``).
+    """
+
+    def __init__(self, z_size, position, time_flow="af", hidden_flow="af", transform="nlsq",
+                 rnn_units=500, rnn_layers=2, hidden_flow_layers=5, hidden_flow_hidden_layers=2,
+                 hidden_flow_units=100, dropout=0.2, hidden_flow_dropout=0.0, lstm_init="pytorch",
+                 **kwargs):
+        super().__init__(**kwargs)
+        if time_flow not in TIME_FLOWS:
+            raise ValueError(f"time_flow={time_flow!r}; choose one of {TIME_FLOWS}")
+        if time_flow == "iaf" and hidden_flow == "af":
+            raise ValueError("an IAF time flow needs a hidden flow that is parallel in sampling "
+                             "(hidden_flow='scf' or 'none'), not 'af'")
+        self.z_size = z_size
+        self.position = position
+        self.time_flow = time_flow
+        self.rnn_units = rnn_units
+        self.rnn_layers = rnn_layers
+        self.dropout_rate = dropout
+        self._settings = dict(hidden_flow=hidden_flow, transform=transform,
+                              hidden_flow_layers=hidden_flow_layers,
+                              hidden_flow_hidden_layers=hidden_flow_hidden_layers,
+                              hidden_flow_units=hidden_flow_units,
+                              hidden_flow_dropout=hidden_flow_dropout, lstm_init=lstm_init)
+        context_dim = position.feature_size if time_flow == "none" else rnn_units
+        self.flow = HiddenFlow(hidden_flow, dim=z_size, context_dim=context_dim,
+                               num_layers=hidden_flow_layers, hidden_layers=hidden_flow_hidden_layers,
+                               hidden_units=hidden_flow_units, transform=transform,
+                               dropout=hidden_flow_dropout, name="hidden_flow")
+        if time_flow != "none":
+            # The initial (h, c) of every LSTM layer from pos_0 (reference: 2·max_T → U → ReLU →
+            # layers·U·2, laid out [layer][unit][h/c]).
+            self.initial_state_net = FeedForwardNet(
+                rnn_units, 2 * rnn_units * rnn_layers, hidden_layers=1, name="initial_state")
+            self.rnn = LSTMStack(rnn_units, rnn_layers, dropout_between_layers=dropout, init=lstm_init,
+                                 name="lstm")
+            self.drop = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape=None):
+        self.flow.build()
+        if self.time_flow != "none":
+            features = self.position.feature_size
+            self.initial_state_net.build((None, features))
+            self.rnn.build((None, None, self.z_size), (None, None, features))
+        self.built = True
+
+    # ------------------------------------------------------------------ time context
+    def _initial_states(self, lengths):
+        """[(h0, c0)] per layer, each [N, U], from pos_0."""
+        pos0 = self.position(lengths, num_steps=1)[:, 0]  # [N, F]
+        out = tf.reshape(self.initial_state_net(pos0), [-1, self.rnn_layers, self.rnn_units, 2])
+        return [(out[:, i, :, 0], out[:, i, :, 1]) for i in range(self.rnn_layers)]
+
+    def _parallel_context(self, y, lengths, training):
+        """h̃_t for all t from y_<t in one LSTM pass: [N, T, U]."""
+        states = self._initial_states(lengths)
+        pos_next = self.position(lengths, num_steps=tf.shape(y)[1], shift=1)
+        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training)
+        context = tf.concat([states[-1][0][:, None], outputs[:, :-1]], axis=1)
+        return self.drop(context, training=training)
+
+    def _sequential(self, step_fn, elems, lengths, training):
+        """Runs the time flow step by step, feeding the LSTM what ``step_fn`` returns.
+
+        ``step_fn(elem_t [N, H], context_t [N, U]) -> (y_t [N, H], log_prob_t [N])``, where y_t is what
+        the LSTM reads at step t (z_t for AF, ε_t for IAF). elems: [N, T, H].
+        Returns the stacked y [N, T, H] and log_prob [N, T] (not yet masked).
+        """
+        elems_tm = tf.transpose(elems, [1, 0, 2])  # [T, N, H]
+        num_steps = tf.shape(elems_tm)[0]
+        pos_next = tf.transpose(self.position(lengths, num_steps=num_steps, shift=1), [1, 0, 2])  # [T, N, F]
+
+        def body(t, states, ys, log_probs):
+            context = self.drop(states[-1][0], training=training)  # the top layer's h
+            y_t, log_prob_t = step_fn(elems_tm[t], context)
+            _, states = self.rnn.step(y_t, states, context=pos_next[t], training=training)
+            return t + 1, states, ys.write(t, y_t), log_probs.write(t, log_prob_t)
+
+        _, _, ys, log_probs = tf.while_loop(
+            lambda t, *_: t < num_steps, body,
+            (tf.constant(0), self._initial_states(lengths), tf.TensorArray(elems.dtype, size=num_steps),
+             tf.TensorArray(elems.dtype, size=num_steps)),
+            maximum_iterations=num_steps)
+        return tf.transpose(ys.stack(), [1, 0, 2]), tf.transpose(log_probs.stack())
+
+    def _context(self, y, lengths, training):
+        """The contexts for all steps when they can be computed in parallel."""
+        if self.time_flow == "none":
+            return self.position(lengths, num_steps=tf.shape(y)[1])
+        return self._parallel_context(y, lengths, training)
+
+    # ------------------------------------------------------------------ the two directions
+    def log_prob(self, z, lengths, training=False):
+        """Per-step log p(z_t | z_<t, T): z [N, T, H], lengths [N] → [N, T], zero at padding."""
+        if self.time_flow == "iaf":
+            def step(z_t, context):
+                eps_t, log_det = self.flow.inverse(z_t, context)
+                return eps_t, standard_normal_log_prob(eps_t) + log_det
+            _, log_prob = self._sequential(step, z, lengths, training)
+        else:
+            log_prob = self.flow.log_prob(z, self._context(z, lengths, training))
+        return log_prob * _mask(lengths, tf.shape(z)[1], z.dtype)
+
+    def sample_from_noise(self, eps, lengths):
+        """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] → (z [N, T, H], [N, T])."""
+        if self.time_flow == "af":
+            def step(eps_t, context):
+                z_t, log_det = self.flow.forward(eps_t, context)
+                return z_t, standard_normal_log_prob(eps_t) - log_det
+            z, log_prob = self._sequential(step, eps, lengths, training=False)
+        else:
+            z, log_det = self.flow.forward(eps, self._context(eps, lengths, training=False))
+            log_prob = standard_normal_log_prob(eps) - log_det
+        mask = _mask(lengths, tf.shape(eps)[1], eps.dtype)
+        return z * mask[..., None], log_prob * mask
+
+    def sample(self, lengths, temperature=1.0, seed=None):
+        """Draws z ~ p(z | T) with ε ~ N(0, temperature²·I): lengths [N] → (z [N, T_max, H], log p [N, T_max])."""
+        shape = tf.stack([tf.shape(lengths)[0], tf.reduce_max(lengths), self.z_size])
+        if seed is None:
+            eps = tf.random.normal(shape)
+        else:
+            eps = tf.random.stateless_normal(shape, seed=seed)
+        return self.sample_from_noise(eps * temperature, lengths)
+
+    def get_config(self):
+        return {**super().get_config(), "z_size": self.z_size, "time_flow": self.time_flow,
+                "rnn_units": self.rnn_units, "rnn_layers": self.rnn_layers, "dropout": self.dropout_rate,
+                **self._settings}
+
+
+def _mask(lengths, num_steps, dtype):
+    return tf.sequence_mask(lengths, num_steps, dtype=dtype)
