@@ -24,8 +24,16 @@ import os
 from typing import Callable, Optional
 
 import keras
+import tensorflow as tf
 
 from tflatent import optimizers
+
+
+def _value(variable) -> float:
+    """A scalar variable's value (a Keras or TF variable, mirrored under a strategy or not)."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return float(tf.convert_to_tensor(variable))
 
 
 class KLAnnealing(keras.callbacks.Callback):
@@ -140,7 +148,7 @@ class PlateauLRDecay(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         optimizer = self.model.optimizer
-        logs["lr"] = float(optimizer.learning_rate)
+        logs["lr"] = _value(optimizer.learning_rate)
         if not self.active_after(epoch):
             return
         if self.monitor not in logs:
@@ -152,12 +160,12 @@ class PlateauLRDecay(keras.callbacks.Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            optimizer.learning_rate = float(optimizer.learning_rate) / self.factor
+            optimizer.learning_rate = _value(optimizer.learning_rate) / self.factor
             if self.reset_optimizer:
                 optimizers.reset_state(optimizer)
             self.wait = 0
             print(f"\nEpoch {epoch + 1}: {self.monitor} has not improved on {self.best:.5f} for "
-                  f"{self.patience} epoch(s); learning rate -> {float(optimizer.learning_rate):.3g}")
+                  f"{self.patience} epoch(s); learning rate -> {_value(optimizer.learning_rate):.3g}")
 
 
 class ImportanceSampledNLL(keras.callbacks.Callback):
@@ -319,8 +327,8 @@ class StopOnNonFinite(keras.callbacks.Callback):
         if value is None or math.isfinite(value):
             return
         beta = getattr(self.model, "beta", None)
-        state = f"β = {float(beta):.3g}, " if beta is not None else ""
-        state += f"learning rate {float(self.model.optimizer.learning_rate):.3g}"
+        state = f"β = {_value(beta):.3g}, " if beta is not None else ""
+        state += f"learning rate {_value(self.model.optimizer.learning_rate):.3g}"
         raise NonFiniteLossError(
             f"the training {self.monitor} became {value} at epoch {self._epoch + 1}, batch {batch + 1} "
             f"({state}). Training stopped; the last backup and the best checkpoint hold the last finite "
