@@ -34,6 +34,7 @@ from tflatent.layers.feed_forward import FeedForwardNet
 from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.position import PositionFeatures
 from tflatent.priors.hidden_flow import HiddenFlow, standard_normal_log_prob
+from tflatent.seeds import stateless_seed
 
 TIME_FLOWS = ("af", "iaf", "none")
 
@@ -167,13 +168,22 @@ class TimeFlowPrior(keras.layers.Layer):
         mask = _mask(lengths, tf.shape(eps)[1], eps.dtype)
         return z * mask[..., None], log_prob * mask
 
-    def sample(self, lengths, temperature=1.0, seed=None):
-        """Draws z ~ p(z | T) with ε ~ N(0, temperature²·I): lengths [N] → (z [N, T_max, H], log p [N, T_max])."""
-        shape = tf.stack([tf.shape(lengths)[0], tf.reduce_max(lengths), self.z_size])
-        if seed is None:
-            eps = tf.random.normal(shape)
-        else:
-            eps = tf.random.stateless_normal(shape, seed=seed)
+    def sample(self, lengths, temperature=1.0, seed=None, num_steps=None):
+        """Draws z ~ p(z | T) with ε ~ N(0, temperature²·I).
+
+        Args:
+          lengths: [N] int32.
+          temperature: scales the base noise (the reference's ``temp``).
+          seed: None, an int or a stateless [2] seed (``tflatent.seeds``).
+          num_steps: T_max, a Python int (static, as XLA needs) or None for max(lengths).
+
+        Returns:
+          z [N, T_max, H] (zero at padding) and log p(z_t | z_<t, T) [N, T_max].
+        """
+        if num_steps is None:
+            num_steps = tf.reduce_max(lengths)
+        shape = tf.stack([tf.shape(lengths)[0], num_steps, self.z_size])
+        eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed))
         return self.sample_from_noise(eps * temperature, lengths)
 
     def get_config(self):
