@@ -128,7 +128,8 @@ def set_precision(mixed_precision: bool, strategy: tf.distribute.Strategy) -> st
     """Sets Keras's global dtype policy before the model is built; returns the policy's name.
 
     ``mixed_float16`` on GPUs (``mixed_bfloat16`` on TPUs): float16 activations with float32
-    variables, and Keras wraps the optimizer in a ``LossScaleOptimizer`` at ``compile``. On a CPU it
+    variables, and Keras wraps the optimizer in a ``LossScaleOptimizer`` at ``compile`` (a custom
+    ``train_step`` must then take gradients of ``self.optimizer.scale_loss(loss)``). On a CPU it
     would only slow training down, so the switch is ignored there with a warning.
     """
     device = accelerated(strategy)

@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     dataset = bundle.batches(args.split, False, batch_size=args.batch_size or config.data.eval_batch_size)
     result = model.evaluate_nll(dataset, num_samples=samples, chunk=args.chunk or config.train.nll_chunk)
     record = {"run": run.path, "checkpoint": checkpoint, "split": args.split, "samples": samples,
-              "sequences": bundle.num_examples(args.split), "seconds": round(time.time() - started, 1),
-              **{key: float(value) for key, value in result.items()}}
+              **{key: float(value) for key, value in result.items()},
+              "sequences": bundle.num_examples(args.split), "seconds": round(time.time() - started, 1)}
     path = run.write_json(f"evaluation_{args.split}.json", record)
     print(format_table(record))
     print(f"written to {path}")

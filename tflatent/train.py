@@ -10,7 +10,9 @@ callbacks of :mod:`tflatent.callbacks`: KL annealing per batch, LR ÷ 4 on a val
 annealing is done, the importance-sampled validation NLL every ``nll_every`` epochs, the best
 checkpoint by it (by ``val_loss`` when it is off), TensorBoard, a CSV log, Keras's progress bar, a
 backup every epoch, and a stop with a clear message on a non-finite loss. It writes ``summary.json``
-at the end. The layout of the run directory is in :mod:`tflatent.run_dir`.
+at the end. The layout of the run directory is in :mod:`tflatent.run_dir`. ``train.jit_compile``
+compiles the train and test steps with XLA on any device; ``train.mixed_precision`` applies on GPUs
+and TPUs only (:mod:`tflatent.distribute`).
 
 Re-running the same command continues a killed run from its last backup and leaves a finished run
 as it is. ``--resume`` applies only to a run directory without a backup; the schedules continue from
@@ -30,7 +32,7 @@ import math
 import os
 import sys
 import time
-from typing import Optional
+from typing import NamedTuple, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -78,20 +80,13 @@ def train(config: config_lib.Config, run: RunDir, strategy: tf.distribute.Strate
     policy = distribute.set_precision(t.mixed_precision, strategy)
 
     replicas = strategy.num_replicas_in_sync
-    batch = distribute.global_batch_size(config.data.batch_size, strategy)
-    eval_batch = distribute.global_batch_size(config.data.eval_batch_size, strategy)
     bundle = data.load_dataset(config.data, t.seed)
-    steps = t.steps_per_epoch or math.ceil(bundle.num_examples("train") / batch)
-    train_data = _sharded(bundle.batches("train", True, batch_size=batch, seed=t.seed, repeat=True), strategy)
-    valid_data = _sharded(bundle.batches("valid", False, batch_size=eval_batch), strategy)
+    inputs = make_inputs(config, bundle, strategy)
     print(f"{type(strategy).__name__}: {replicas} replica(s) x batch {config.data.batch_size} = global batch "
-          f"{batch}; {steps} steps per epoch; precision {policy}; run directory {run.path}")
+          f"{inputs.batch}; {inputs.steps} steps per epoch; precision {policy}; run directory {run.path}")
 
     with strategy.scope():
-        model = importlib.import_module("tflatent.model").build_model(config, bundle)
-        model.compile(optimizer=optimizers.make_optimizer(t), jit_compile=t.jit_compile)
-        ensure_built(model, valid_data)
-        model.optimizer.build(model.trainable_variables)
+        model = compiled_model(config, bundle, inputs.valid)
     print(f"{type(model).__name__}: {model.count_params():,} parameters")
 
     initial_epoch = own.completed_epochs()
@@ -105,23 +100,68 @@ def train(config: config_lib.Config, run: RunDir, strategy: tf.distribute.Strate
             optimizers.reset_state(model.optimizer)
         print(f"resuming from {resume} after epoch {initial_epoch}")
 
-    status, message, history = "completed", "", {}
-    if initial_epoch >= t.epochs:
-        print(f"{own.path} already finished {initial_epoch} of {t.epochs} epochs; nothing to train "
-              "(raise train.epochs to continue it)")
-    else:
-        callbacks = make_callbacks(config, own, model, bundle, steps, chief)
-        try:
-            history = model.fit(train_data, validation_data=valid_data, epochs=t.epochs, steps_per_epoch=steps,
-                                initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
-                                verbose=t.verbose if chief else 0).history
-        except cb.NonFiniteLossError as err:
-            status, message = "stopped_non_finite", str(err)
-            print(f"\nerror: {message}", file=sys.stderr)
-
-    summary = _summary(own, status, message, history, started, model, replicas, batch, steps, policy)
+    status, message, history = fit(config, own, model, bundle, inputs, initial_epoch, chief)
+    summary = _summary(own, status, message, history, started, model, replicas, inputs.batch, inputs.steps, policy)
     own.write_json("summary.json", summary)
     return summary
+
+
+class Inputs(NamedTuple):
+    """The batches of a run: training (bucketed, repeated), validation, steps per epoch, global batch."""
+
+    train: tf.data.Dataset
+    valid: tf.data.Dataset
+    steps: int
+    batch: int
+
+
+def make_inputs(config: config_lib.Config, bundle, strategy: tf.distribute.Strategy) -> Inputs:
+    """The training and validation batches of ``bundle`` at the global batch sizes of ``strategy``."""
+    t = config.train
+    batch = distribute.global_batch_size(config.data.batch_size, strategy)
+    eval_batch = distribute.global_batch_size(config.data.eval_batch_size, strategy)
+    steps = t.steps_per_epoch or math.ceil(bundle.num_examples("train") / batch)
+    train_data = _sharded(bundle.batches("train", True, batch_size=batch, seed=t.seed, repeat=True), strategy)
+    valid_data = _sharded(bundle.batches("valid", False, batch_size=eval_batch), strategy)
+    return Inputs(train_data, valid_data, steps, batch)
+
+
+def compiled_model(config: config_lib.Config, bundle, valid_data: tf.data.Dataset) -> keras.Model:
+    """The model of ``config``, compiled with its optimizer, built (weights and optimizer variables).
+
+    Call it inside the strategy's scope.
+    """
+    model = importlib.import_module("tflatent.model").build_model(config, bundle)
+    model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
+    ensure_built(model, valid_data)
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def fit(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, inputs: Inputs, initial_epoch: int,
+        chief: bool, epochs: Optional[int] = None, callbacks: Sequence[keras.callbacks.Callback] = ()
+        ) -> tuple[str, str, dict]:
+    """``model.fit`` from ``initial_epoch`` to ``epochs`` (default ``train.epochs``) with the callbacks of
+    :func:`make_callbacks`, then ``callbacks``.
+
+    Returns (status, message, history): status "completed" or "stopped_non_finite" (with the message),
+    and the Keras history of this session ({} when there was nothing left to train).
+    """
+    t = config.train
+    epochs = epochs or t.epochs
+    if initial_epoch >= epochs:
+        print(f"{run.path} already finished {initial_epoch} of {epochs} epochs; nothing to train "
+              "(raise train.epochs to continue it)")
+        return "completed", "", {}
+    try:
+        history = model.fit(inputs.train, validation_data=inputs.valid, epochs=epochs, steps_per_epoch=inputs.steps,
+                            initial_epoch=initial_epoch,
+                            callbacks=make_callbacks(config, run, model, bundle, inputs.steps, chief) + list(callbacks),
+                            shuffle=False, verbose=t.verbose if chief else 0).history
+    except cb.NonFiniteLossError as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return "stopped_non_finite", str(err), {}
+    return "completed", "", history
 
 
 def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, steps: int,
@@ -137,7 +177,7 @@ def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, b
         nll_data = bundle.batches("valid", False, batch_size=config.data.eval_batch_size)
         callbacks.append(cb.ImportanceSampledNLL(nll_data, t.nll_every, t.nll_samples, t.nll_chunk))
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard_dir))
+        callbacks.append(keras.callbacks.TensorBoard(run.tensorboard_dir, write_graph=False))
     callbacks.append(plateau)
     if chief:
         occasional = ["val_nll", "val_nats_per_frame" if bundle.is_music else "val_bpc"] if t.nll_every else []
@@ -159,7 +199,8 @@ def _sharded(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) -> tf.d
 def _summary(run: RunDir, status: str, message: str, history: dict, started: float, model: keras.Model,
              replicas: int, batch: int, steps: int, policy: str) -> dict:
     previous = run.read_json("summary.json") or {}
-    last = {key: values[-1] for key, values in history.items()} if history else previous.get("last_epoch", {})
+    every_epoch = {key: values for key, values in history.items() if len(values) == len(history["loss"])}
+    last = {key: values[-1] for key, values in every_epoch.items()} if history else previous.get("last_epoch", {})
     best = cb.read_record(run.best_path)
     return {
         "status": status,
