@@ -125,3 +125,20 @@ def test_sample_shapes(num_samples):
     mu, logvar = q(X, LENGTHS)
     z, log_q = q.sample(mu, logvar, num_samples)
     assert z.shape == (num_samples, 3, 5, Z) and log_q.shape == (num_samples, 3, 5)
+
+
+def test_compiles_under_xla_with_the_same_samples_and_gradients():
+    q = network()
+
+    def run(x, lengths):
+        with tf.GradientTape() as tape:
+            mu, logvar = q(x, lengths)
+            z, log_q = q.sample(mu, logvar, 2, seed=tf.constant([1, 2]))
+            loss = tf.reduce_sum(log_q * tf.sequence_mask(lengths, 5, tf.float32)) + tf.reduce_sum(z)
+        return z, tape.gradient(loss, q.trainable_variables)
+
+    eager = run(X, LENGTHS)
+    compiled = tf.function(run, jit_compile=True)(X, LENGTHS)
+    np.testing.assert_allclose(compiled[0], eager[0], atol=1e-5)  # the same noise for the same seed
+    for a, b in zip(compiled[1], eager[1]):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), rtol=1e-4, atol=1e-5)

@@ -167,7 +167,7 @@ class LSTMBaseline(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        x, lengths = data
+        x, lengths = data[:2]  # (x, lengths) batches; train_on_batch appends a (None) sample weight
         with tf.GradientTape() as tape:
             nll, tokens = self._objective(x, lengths, training=True)
             loss = tf.nn.compute_average_loss(nll / tokens, global_batch_size=self.global_batch_size)
@@ -176,7 +176,7 @@ class LSTMBaseline(keras.Model):
         return self._update_metrics(nll, tokens)
 
     def test_step(self, data):
-        x, lengths = data
+        x, lengths = data[:2]
         return self._update_metrics(*self._objective(x, lengths, training=False))
 
     # ------------------------------------------------------------------ sampling
@@ -201,6 +201,15 @@ class LSTMBaseline(keras.Model):
             self._sample_fn = tf.function(self._sample, jit_compile=True)
         num_steps = int(tf.reduce_max(lengths))  # static, so that XLA compiles the loop per T
         return self._sample_fn(lengths, num_steps, tf.constant(temperature, tf.float32), seed), lengths
+
+    def generate_for_lengths(self, lengths, temperature=1.0, seed=None):
+        """``generate`` for given lengths [N] as graph code, returning x only.
+
+        T_max = max(lengths) stays a tensor, so one trace (e.g. a SavedModel signature) serves every T.
+        The loop then runs without XLA, whose stateless random streams differ from TensorFlow's kernels:
+        the draw has ``generate``'s distribution, but is not ``generate``'s draw for the same seed.
+        """
+        return self._sample(lengths, tf.reduce_max(lengths), temperature, stateless_seed(seed))
 
     def _sample(self, lengths, num_steps, temperature, seed):
         batch = tf.shape(lengths)[0]

@@ -84,7 +84,8 @@ class InferenceNetwork(keras.layers.Layer):
         ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``).
         """
         shape = tf.concat([[num_samples], tf.shape(mu)], axis=0)
-        eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed), dtype=mu.dtype)
+        # Philox explicitly: the default algorithm differs with and without XLA for the same seed.
+        eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed), dtype=mu.dtype, alg="philox")
         z = mu + tf.exp(0.5 * logvar) * eps
         return z, self.log_prob(z, mu, logvar)
 
