@@ -19,6 +19,7 @@ folded into the batch as [S·B, ...] for the networks and reported as [S, B, T].
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import keras
@@ -146,9 +147,9 @@ class LatentFlowModel(keras.Model):
         loss = recon + self.beta * kl - self.length_log_prob(lengths)
         return loss / denominator, recon / denominator, kl / denominator
 
-    def log_weights(self, x, lengths, num_samples):
+    def log_weights(self, x, lengths, num_samples, seed=None):
         """Importance weights log p(x|z) + log p(z|T) − log q(z|x), summed over steps: [K, B]."""
-        recon, kl = self.step_terms(x, lengths, num_samples)
+        recon, kl = self.step_terms(x, lengths, num_samples, seed=seed)
         return -tf.reduce_sum(recon + kl, axis=-1)
 
     # ------------------------------------------------------------------ Keras training
@@ -177,10 +178,18 @@ class LatentFlowModel(keras.Model):
         return self.objective(x, lengths, training=training)[0]
 
     # ------------------------------------------------------------------ evaluation and generation
-    def log_likelihood(self, x, lengths, num_samples, chunk):
-        """Importance-sampled log p̂(x | T) + log p(T) per sequence [B] (notes §5.1)."""
+    def log_likelihood(self, x, lengths, num_samples, chunk, seed=None):
+        """Importance-sampled log p̂(x | T) + log p(T) per sequence [B] (notes §5.1).
+
+        ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``); chunk i draws its samples
+        with the seed folded with i, so a given seed, K and chunk size give the same estimate.
+        """
+        base_seed = stateless_seed(seed)
+        chunk_index = itertools.count()
         log_px = metrics.importance_sampled_log_likelihood(
-            lambda k: self.log_weights(x, lengths, k), num_samples, chunk)
+            lambda k: self.log_weights(
+                x, lengths, k, seed=tf.random.experimental.stateless_fold_in(base_seed, next(chunk_index))),
+            num_samples, chunk)
         return log_px + self.length_log_prob(lengths)
 
     def evaluate_nll(self, dataset, num_samples, chunk=10):
@@ -227,8 +236,7 @@ class LatentFlowModel(keras.Model):
         Returns:
           x [N, T_max] int32 (text) or [N, T_max, V] float32 (music), zero at padding; lengths [N].
         """
-        length_seed, noise_seed, emission_seed = tf.unstack(
-            tf.random.experimental.stateless_split(stateless_seed(seed), 3))
+        length_seed, noise_seed, emission_seed = _generation_seeds(seed)
         if lengths is None:
             lengths = tf.random.stateless_categorical(self.log_p_T[None], num_samples, seed=length_seed,
                                                       dtype=tf.int32)[0]
@@ -239,12 +247,26 @@ class LatentFlowModel(keras.Model):
                               noise_seed, emission_seed, bool(sample_x))
         return x, lengths
 
+    def generate_for_lengths(self, lengths, temperature=1.0, seed=None, sample_x=False):
+        """``generate`` for given lengths [N] as graph code, returning x only.
+
+        T_max = max(lengths) stays a tensor, so one trace (e.g. a SavedModel signature) serves every T;
+        the draw equals ``generate(lengths, temperature=temperature, seed=seed)``'s for the same seed.
+        """
+        _, noise_seed, emission_seed = _generation_seeds(seed)
+        return self._generate(lengths, tf.reduce_max(lengths), temperature, noise_seed, emission_seed, sample_x)
+
     def _generate(self, lengths, num_steps, temperature, noise_seed, emission_seed, sample_x):
         z, _ = self.prior.sample(lengths, temperature=temperature, seed=noise_seed, num_steps=num_steps)
         return self.emission.decode(z, lengths, sample=sample_x, seed=emission_seed)
 
     def get_config(self):
         return {**super().get_config(), **self._config, "log_p_T": self.log_p_T.numpy().tolist()}
+
+
+def _generation_seeds(seed):
+    """The stateless seeds of the lengths, the prior's noise and the emission: one ``seed`` → three [2] seeds."""
+    return tf.unstack(tf.random.experimental.stateless_split(stateless_seed(seed), 3))
 
 
 def build_model(config, bundle):
