@@ -153,7 +153,8 @@ class LSTMBaseline(keras.Model):
 
         ``num_samples`` and ``chunk`` are accepted for the flow model's interface and ignored.
         """
-        return metrics.evaluate_split(tf.function(self.log_likelihood), dataset, music=self.music)
+        return metrics.evaluate_split(tf.function(self.log_likelihood, reduce_retracing=True), dataset,
+                                      music=self.music)
 
     # ------------------------------------------------------------------ training
     def _objective(self, x, lengths, training):
