@@ -17,6 +17,9 @@ flow model's:
 Metrics: ``loss`` is that average (what the optimiser minimises); ``nll`` is Σ_b [−log p(x_b | T_b)
 − log p(T_b)] / Σ_b (T_b + 1) over the epoch, the figure the reference logs as its loss and the paper
 reports (exact here: no sampling).
+
+As in ``tflatent.emission``, music frames are the 88 notes; the reference's extra always-zero pad
+column (and its Bernoulli term) is absent.
 """
 
 from __future__ import annotations

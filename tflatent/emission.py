@@ -57,8 +57,9 @@ class EmissionNetwork(keras.layers.Layer):
       num_layers: BiLSTM layers.
       music: whether x is a frame of independent Bernoullis (else a Categorical token).
       position: the ``PositionFeatures`` shared by the model's networks.
-      embedding: the ``SequenceEmbedding`` whose matrix is the tied output (then W maps to its size),
-        or None for an untied output Linear(H → V) (U(±0.07), bias 0).
+      embedding: the ``SequenceEmbedding`` whose matrix is the tied output (then W maps to its size;
+        the reference maps to hidden_size, which tying forces to equal it), or None for an untied
+        output Linear(H → V) (U(±0.07), bias 0).
       dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_outp").
       output_dropout: dropout after W (reference location "outp_ff").
       lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).

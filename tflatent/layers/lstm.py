@@ -21,6 +21,7 @@ h U. Inputs may carry a leading sample axis [S, B, T, F] with a per-sequence ``c
 position features) that is concatenated to every sample's input: the context's share of the projection
 is computed once per sequence and broadcast over the S samples. The loop is a ``tf.while_loop`` over
 TensorArrays with a static trip count when T is static, so it compiles under XLA (``jit_compile``).
+It is written for the CPU: on a GPU it does not call cuDNN (``keras.layers.LSTM`` would).
 
 Initialisation (``init``):
   "pytorch"  W, U ~ U(±1/√H). PyTorch has two bias vectors (b_ih + b_hh, each U(±1/√H)) where Keras
