@@ -30,6 +30,10 @@ setup(
         "tensorboard>=2.21,<2.22",  # keras.callbacks.TensorBoard; tensorflow 2.21 no longer pulls it in
     ],
     extras_require={
-        "dev": ["pytest>=8,<10"],
+        # dev includes serve: tests/test_serve.py runs python -m tflatent.serve.
+        "dev": ["pytest>=8,<10", "kserve>=0.21,<0.22"],
+        # python -m tflatent.serve, on KServe's ModelServer (0.21.0 installed and run with tensorflow 2.21.0;
+        # it pins protobuf < 7, and pip then installs protobuf 6.33, which tensorflow 2.21 accepts).
+        "serve": ["kserve>=0.21,<0.22"],
     },
 )
