@@ -62,10 +62,10 @@ def server(model_dir, tmp_path_factory):
             process.wait()
 
 
-def request(method, url, body=None):
+def request(method, url, body=None, content_type="application/json"):
     """(HTTP status, JSON answer); status 0 when nothing listens yet. ``body``: a dict or raw bytes."""
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=60) as answer:
             return answer.status, json.loads(answer.read())
@@ -88,6 +88,14 @@ def test_samples_equal_the_saved_model_s(server, in_process):
     assert answer["outputs"]["lengths"] == [5, 3]
     assert answer["outputs"]["x"] == expected["x"].numpy().tolist()
     assert answer["outputs"]["x"][1][3:] == [0, 0]
+
+
+def test_a_body_sent_as_curl_d_sends_it_is_read_as_json(server):
+    body = {"inputs": {"lengths": [2], "temperature": 1.0, "seed": 0}}
+    status, answer = request("POST", server + ":predict", body, content_type="application/x-www-form-urlencoded")
+    assert status == 200 and answer["outputs"]["lengths"] == [2], answer
+    status, answer = request("POST", server + ":predict", b"{not json", content_type="application/x-www-form-urlencoded")
+    assert status == 400 and answer["error"].startswith("the request body is not valid JSON"), answer
 
 
 def test_log_likelihood_in_row_and_columnar_format(server, in_process):

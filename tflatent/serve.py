@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 
@@ -60,7 +61,14 @@ def parse_request(payload, signatures) -> tuple[str, dict, bool]:
     """A predict request's JSON body → (signature name, {input: tf.Tensor}, row format?).
 
     ``signatures``: the loaded SavedModel's ``signatures`` mapping. Raises RequestError.
+    KServe decodes JSON bodies sent as application/json; others (curl -d's default form type, as TF Serving
+    accepts) arrive as bytes and are read as JSON here.
     """
+    if isinstance(payload, (bytes, str)):
+        try:
+            payload = json.loads(payload)
+        except ValueError as err:
+            raise RequestError(f"the request body is not valid JSON: {err}") from None
     if not isinstance(payload, dict):
         raise RequestError('the request body must be a JSON object such as {"inputs": {...}} or '
                            '{"instances": [...]}')
