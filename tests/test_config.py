@@ -63,6 +63,28 @@ def test_configs_follow_the_reference_families(path):
         assert config.model.hidden_flow_units >= config.model.z_size
 
 
+def _distinct_models():
+    """One config per distinct (model section, text or music): the configs that build different models."""
+    distinct = {}
+    for path in RUNNABLE:
+        config = config_lib.load(path)
+        distinct.setdefault((repr(config.model), config.is_music), config)
+    return sorted(distinct.values(), key=lambda c: c.train.run_name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", _distinct_models(), ids=lambda c: c.train.run_name)
+def test_every_config_builds_its_model(config):
+    """Each distinct model section builds (on a small stand-in bundle: the sizes come from the config)."""
+    from standin_model import StandInBundle
+    from tflatent.model import build_model
+
+    model = build_model(config, StandInBundle(music=config.is_music))
+    assert model.built and model.count_params() > 0
+    assert type(model).__name__ == {"flow": "LatentFlowModel", "lstm": "LSTMBaseline"}[config.model.type]
+    assert (getattr(model, "beta", None) is None) == (config.model.type == "lstm")
+
+
 def test_paper_settings_of_the_readme_runs():
     ptb = load("ptb_af_af.yaml")
     assert (ptb.data.batch_size, ptb.data.eval_batch_size, ptb.train.elbo_samples, ptb.train.nll_samples,
