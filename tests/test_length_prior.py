@@ -75,3 +75,11 @@ def test_invalid_arguments_are_errors():
         LengthPrior(np.ones(3), max_time=3)
     with pytest.raises(ValueError, match="at least one length or a positive smoothing"):
         LengthPrior(np.zeros(3))
+
+
+def test_sampled_lengths_are_never_zero_even_with_smoothing():
+    prior = LengthPrior(np.array([0, 1, 0, 1]), smoothing=1.0)  # p(0) = 1/6 after smoothing
+    samples = prior.sample(5000, seed=5).numpy()
+    assert samples.min() >= 1
+    frequencies = np.bincount(samples, minlength=4)[1:] / 5000
+    np.testing.assert_allclose(frequencies, prior.probs[1:] / prior.probs[1:].sum(), atol=0.03)

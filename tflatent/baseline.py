@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflatent import metrics
+from tflatent.data.length_prior import sample_lengths
 from tflatent.emission import emission_distribution
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.feed_forward import INIT_SCALE
@@ -198,8 +199,7 @@ class LSTMBaseline(keras.Model):
         seed = stateless_seed(seed)
         if lengths is None:
             length_seed, seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-            lengths = tf.random.stateless_categorical(self.length_log_prob_table[None], num_samples,
-                                                      seed=length_seed, dtype=tf.int32)[0]
+            lengths = sample_lengths(self.length_log_prob_table, num_samples, length_seed)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
         if self._sample_fn is None:
             self._sample_fn = tf.function(self._sample, jit_compile=True)

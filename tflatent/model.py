@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflatent import metrics
+from tflatent.data.length_prior import sample_lengths
 from tflatent.emission import EmissionNetwork
 from tflatent.inference import InferenceNetwork
 from tflatent.layers.embedding import SequenceEmbedding
@@ -238,8 +239,7 @@ class LatentFlowModel(keras.Model):
         """
         length_seed, noise_seed, emission_seed = _generation_seeds(seed)
         if lengths is None:
-            lengths = tf.random.stateless_categorical(self.log_p_T[None], num_samples, seed=length_seed,
-                                                      dtype=tf.int32)[0]
+            lengths = sample_lengths(self.log_p_T, num_samples, length_seed)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
         if self._generate_fn is None:
             self._generate_fn = tf.function(self._generate)

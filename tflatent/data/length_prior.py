@@ -68,11 +68,21 @@ class LengthPrior:
         return tf.where(inside, values, tf.constant(-np.inf, tf.float32))
 
     def sample(self, n: int, seed) -> tf.Tensor:
-        """[n] int32 lengths drawn from p(T); ``seed`` is an int or a [2] stateless seed."""
+        """[n] int32 lengths drawn from p(T | T ≥ 1); ``seed`` is an int or a [2] stateless seed."""
         seed = tf.convert_to_tensor(seed)
         seed = tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
-        return tf.random.stateless_categorical(self._log_probs[tf.newaxis], n, seed, dtype=tf.int32)[0]
+        return sample_lengths(self._log_probs, n, seed)
 
     def as_distribution(self) -> tfd.Categorical:
         """p(T) as a TFP distribution over the lengths 0..max_time (int32 samples)."""
         return tfd.Categorical(logits=self._log_probs, dtype=tf.int32, name="LengthPrior")
+
+
+def sample_lengths(log_probs, num_samples, seed) -> tf.Tensor:
+    """T ~ p(T | T ≥ 1) from a table of log p(T) for T = 0..max_time: [num_samples] int32.
+
+    A sequence has at least one step, so T = 0 is never drawn, even where add-one smoothing gives it
+    mass. ``seed`` is a [2] stateless seed.
+    """
+    log_probs = tf.convert_to_tensor(log_probs, tf.float32)
+    return tf.random.stateless_categorical(log_probs[tf.newaxis, 1:], num_samples, seed, dtype=tf.int32)[0] + 1
