@@ -255,19 +255,41 @@ def from_dict(raw: Any, source: str = "config") -> Config:
             raise ConfigError(f"{source}: section {name!r} must be a mapping, got {value!r}")
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = {}
-        for key, value in values.items():
-            if key not in names:
-                raise ConfigError(f"{source}: " + _unknown(f"key in {name}", key, names))
-            ok, coerced = _type_ok(value, hints[key])
-            if not ok:
-                raise ConfigError(f"{source}: {name}.{key} = {value!r} has the wrong type; expected "
-                                  f"{_type_name(hints[key])}")
-            kwargs[key] = coerced
-        sections[name] = cls(**kwargs)
+        sections[name] = cls(**{key: _checked_type(name, key, value, source) for key, value in values.items()})
     return validate(Config(**sections))
+
+
+def _checked_type(section: str, key: str, value: Any, source: str) -> Any:
+    """``value`` coerced to the type of field ``section.key``; an unknown key or a wrong type is an error."""
+    cls = SECTIONS[section]
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        raise ConfigError(f"{source}: " + _unknown(f"key in {section}", key, names))
+    hint = typing.get_type_hints(cls)[key]
+    ok, coerced = _type_ok(value, hint)
+    if not ok:
+        raise ConfigError(f"{source}: {section}.{key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+    return coerced
+
+
+def check_field(path: str, value: Any, source: str = "config") -> Any:
+    """Checks one value for the dotted field ``path`` (e.g. ``model.z_size``) on its own; returns it coerced.
+
+    Checks the field exists, the type and the field's own constraints (choices, > 0, [0, 1), ...), but
+    not the constraints between fields, which :func:`validate` checks on a whole config.
+    """
+    parts = path.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"{source}: {path!r} is not a config field; write section.key, e.g. model.z_size")
+    section, key = parts
+    if section not in SECTIONS:
+        raise ConfigError(f"{source}: " + _unknown("section", section, list(SECTIONS)))
+    coerced = _checked_type(section, key, value, source)
+    try:
+        _validate_section(section, SECTIONS[section](**{key: coerced}))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return coerced
 
 
 def _read_yaml(path: str, seen: tuple = ()) -> dict:
