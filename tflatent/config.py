@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import types
 import typing
@@ -259,13 +260,19 @@ def from_dict(raw: Any, source: str = "config") -> Config:
     return validate(Config(**sections))
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict:
+    """{field name: type hint} of a section dataclass, in field order (resolving the hints is slow)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
 def _checked_type(section: str, key: str, value: Any, source: str) -> Any:
     """``value`` coerced to the type of field ``section.key``; an unknown key or a wrong type is an error."""
-    cls = SECTIONS[section]
-    names = [f.name for f in dataclasses.fields(cls)]
-    if key not in names:
-        raise ConfigError(f"{source}: " + _unknown(f"key in {section}", key, names))
-    hint = typing.get_type_hints(cls)[key]
+    hints = _type_hints(SECTIONS[section])
+    if key not in hints:
+        raise ConfigError(f"{source}: " + _unknown(f"key in {section}", key, list(hints)))
+    hint = hints[key]
     ok, coerced = _type_ok(value, hint)
     if not ok:
         raise ConfigError(f"{source}: {section}.{key} = {value!r} has the wrong type; expected {_type_name(hint)}")
