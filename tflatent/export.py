@@ -99,7 +99,7 @@ class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, config: config_lib.Config, metadata_path: str, config_path: str,
                  num_samples: int, chunk: int):
         super().__init__(name="tflatent")
-        self._model = _Untracked(model)
+        self._holder = _NotTracked(model)
         self._flow = config.model.type == "flow"
         self._num_samples = num_samples
         self._chunk = chunk
@@ -111,16 +111,20 @@ class ServingModule(tf.Module):
                   else tf.TensorSpec([None, None], tf.int32, name="x"))
         lengths_spec = tf.TensorSpec([None], tf.int32, name="lengths")
         scalar = lambda name, dtype: tf.TensorSpec([], dtype, name=name)  # noqa: E731
+        seed_spec = scalar("seed", tf.int32)
         self.sample = tf.function(self._sample, input_signature=[
-            lengths_spec, scalar("temperature", tf.float32), scalar("seed", tf.int32)])
+            lengths_spec, scalar("temperature", tf.float32), seed_spec])
         if self._flow:
             self.log_likelihood = tf.function(self._sampled_log_likelihood, input_signature=[
-                x_spec, lengths_spec, scalar("seed", tf.int32)])
+                x_spec, lengths_spec, seed_spec])
+            self.encode = tf.function(self._encode, input_signature=[x_spec, lengths_spec])
         else:
             self.log_likelihood = tf.function(self._exact_log_likelihood, input_signature=[x_spec, lengths_spec])
-        if self._flow:
-            self.encode = tf.function(self._encode, input_signature=[x_spec, lengths_spec])
         self.metadata = tf.function(self._metadata, input_signature=[])
+
+    @property
+    def model(self) -> keras.Model:
+        return self._holder.model
 
     def signatures(self) -> dict:
         """The SavedModel's signatures: name → tf.function."""
@@ -132,26 +136,26 @@ class ServingModule(tf.Module):
 
     # ------------------------------------------------------------------ the signatures
     def _sample(self, lengths, temperature, seed):
-        checks = _length_checks(lengths, self._model.get.max_time) + [
+        checks = _length_checks(lengths, self.model.max_time) + [
             _require(temperature > 0.0, "temperature: must be > 0 (it scales the base noise or divides the "
                      "logits); got", temperature)]
         with tf.control_dependencies(checks):
             lengths = tf.identity(lengths)
-        x = self._model.get.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
+        x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
         return {"x": x, "lengths": lengths}
 
     def _sampled_log_likelihood(self, x, lengths, seed):
         x, lengths = self._checked(x, lengths)
-        return _likelihood_outputs(self._model.get.log_likelihood(
+        return _likelihood_outputs(self.model.log_likelihood(
             x, lengths, self._num_samples, self._chunk, seed=tf.stack([seed, 0])), lengths)
 
     def _exact_log_likelihood(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        return _likelihood_outputs(self._model.get.log_likelihood(x, lengths), lengths)
+        return _likelihood_outputs(self.model.log_likelihood(x, lengths), lengths)
 
     def _encode(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        mu, logvar = self._model.get.inference_net(x, lengths)  # [B, T, Z] each
+        mu, logvar = self.model.inference_net(x, lengths)  # [B, T, Z] each
         mask = tf.sequence_mask(lengths, tf.shape(mu)[1], dtype=mu.dtype)[..., None]
         return {"z_mean": mu * mask, "z_log_variance": logvar * mask}
 
@@ -161,7 +165,7 @@ class ServingModule(tf.Module):
     # ------------------------------------------------------------------ input checks
     def _checked(self, x, lengths):
         """(x, lengths) after the checks of the module docstring ran (InvalidArgumentError otherwise)."""
-        model = self._model.get
+        model = self.model
         steps = tf.shape(x)
         checks = _length_checks(lengths, model.max_time) + [
             _require(steps[0] == tf.shape(lengths)[0], "x and lengths: the batch sizes differ; give one length "
@@ -184,11 +188,11 @@ class ServingModule(tf.Module):
             return tf.identity(x), tf.identity(lengths)
 
 
-class _Untracked:
+class _NotTracked:
     """Holds the Keras model out of tf.Module's tracking: the SavedModel stores its variables only."""
 
     def __init__(self, model):
-        self.get = model
+        self.model = model
 
 
 def _likelihood_outputs(log_likelihood, lengths):

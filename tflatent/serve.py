@@ -117,9 +117,9 @@ def _to_tensor(name, value, spec: tf.TensorSpec, rows: bool) -> tf.Tensor:
     """A JSON value as a tensor of ``spec``'s dtype and shape, or a RequestError naming the input."""
     try:
         array = np.asarray(value)
-    except ValueError:
-        array = np.asarray(None, dtype=object)
-    if array.dtype == object or array.dtype.kind not in "iuf" and array.size:
+    except ValueError:  # rows of different lengths
+        array = None
+    if array is None or array.dtype.kind not in "iuf" and array.size:
         raise RequestError(f"input {name!r} must be a rectangular array of numbers (every row the same length; "
                            "pad shorter sequences)")
     if spec.dtype.is_integer and array.size:
