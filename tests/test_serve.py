@@ -49,8 +49,9 @@ def server(model_dir, tmp_path_factory):
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while request("GET", url)[0] != 200:
-            assert process.poll() is None, f"the server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no answer in {STARTUP_SECONDS} s:\n{log_path.read_text()[-3000:]}"
+            log = log_path.read_text()[-3000:]
+            assert process.poll() is None, f"the server exited with {process.returncode}:\n{log}"
+            assert time.monotonic() < deadline, f"no answer in {STARTUP_SECONDS} s:\n{log}"
             time.sleep(0.5)
         yield url
     finally:
@@ -94,7 +95,8 @@ def test_a_body_sent_as_curl_d_sends_it_is_read_as_json(server):
     body = {"inputs": {"lengths": [2], "temperature": 1.0, "seed": 0}}
     status, answer = request("POST", server + ":predict", body, content_type="application/x-www-form-urlencoded")
     assert status == 200 and answer["outputs"]["lengths"] == [2], answer
-    status, answer = request("POST", server + ":predict", b"{not json", content_type="application/x-www-form-urlencoded")
+    status, answer = request("POST", server + ":predict", b"{not json",
+                             content_type="application/x-www-form-urlencoded")
     assert status == 400 and answer["error"].startswith("the request body is not valid JSON"), answer
 
 
