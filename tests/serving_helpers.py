@@ -1,4 +1,4 @@
-"""Tiny trained runs for the export and serving tests: real data, a few training steps, tiny sizes."""
+"""Tiny trained runs for the export and serving tests: real data, two training steps, tiny sizes."""
 
 from __future__ import annotations
 
