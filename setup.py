@@ -22,6 +22,7 @@ setup(
         "tensorflow-datasets>=4.9.10,<4.10",
         "importlib_resources>=6,<8",  # needed by TFDS's download_and_prepare, not declared by it (7.1.0)
         "keras-tuner>=1.4.8,<1.5",
+        "scikit-learn>=1.5,<1.9",  # KerasTuner's BayesianOptimization (tune --tuner bayesian); 1.8.0
         "numpy>=2.0,<2.5",
         "scipy>=1.13,<1.18",
         "pyyaml>=6.0,<7",
