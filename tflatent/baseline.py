@@ -176,6 +176,7 @@ class LSTMBaseline(keras.Model):
         with tf.GradientTape() as tape:
             nll, tokens = self._objective(x, lengths, training=True)
             loss = tf.nn.compute_average_loss(nll / tokens, global_batch_size=self.global_batch_size)
+            loss = self.optimizer.scale_loss(loss)  # mixed precision's loss scaling (else identity)
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(nll, tokens)

@@ -165,6 +165,7 @@ class LatentFlowModel(keras.Model):
         with tf.GradientTape() as tape:
             loss, recon, kl = self.objective(x, lengths, training=True)
             scaled = tf.nn.compute_average_loss(loss)  # ÷ the global batch under tf.distribute
+            scaled = self.optimizer.scale_loss(scaled)  # mixed precision's loss scaling (else identity)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(loss, recon, kl)
