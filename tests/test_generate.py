@@ -3,7 +3,6 @@
 import os
 
 import mido
-import pytest
 
 import standin_model
 from tflatent import generate, train

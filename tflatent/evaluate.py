@@ -13,8 +13,7 @@ import argparse
 import sys
 import time
 
-from tflatent import data
-from tflatent.run_dir import RunDir, restore_model
+from tflatent import cli
 
 UNITS = {"nll": "nats per token, / Σ(T + 1)", "bpc": "bits per character", "nats_per_frame": "per frame",
          "elbo": "nats per token", "recon": "nats per token", "kl": "nats per token"}
@@ -33,16 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for name in ("samples", "chunk", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            print(f"error: --{name.replace('_', '-')} = {value} must be >= 1", file=sys.stderr)
-            return 2
-    run = RunDir(args.run)
+    problems = cli.argument_problems(args, at_least_one=("samples", "chunk", "batch_size"))
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return 2
     try:
-        config = run.load_config()
-        bundle = data.load_dataset(config.data, config.train.seed)
-        model, checkpoint = restore_model(run, bundle, args.checkpoint)
+        run, config, bundle, model, checkpoint = cli.open_run(args.run, args.checkpoint)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ model. Options: ``--checkpoint`` best (default) | latest | a ``*.weights.h5`` fi
 ``--chunk C``, the importance samples of the likelihood and how many are drawn at a time (default: the
 run's ``train.nll_samples`` and ``train.nll_chunk``).
 
-The model is rebuilt as ``evaluate`` and ``generate`` rebuild it (:func:`tflatent.run_dir.restore_model`),
+The model is rebuilt as ``evaluate`` and ``generate`` rebuild it (:func:`tflatent.cli.open_run`),
 from the run's ``config.yaml`` and its data set, which gives the vocabulary, ``max_time`` and p(T). The run
 directory holds none of these, and rebuilding them from the data keeps one way of building a model. The
 SavedModel then carries all of them (p(T) and ``max_time`` in the graph, the vocabulary and config as
@@ -75,11 +75,10 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from tflatent import cli
 from tflatent import config as config_lib
-from tflatent import data
 from tflatent.data.sources import MIN_PITCH, NUM_PITCHES
 from tflatent.data.vocabulary import PAD_ID, UNK_ID
-from tflatent.run_dir import RunDir, restore_model
 
 FORMAT_VERSION = 1  # of metadata.json
 METADATA_FILE = "metadata.json"
@@ -302,16 +301,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for name in ("samples", "chunk"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            print(f"error: --{name} = {value} must be >= 1", file=sys.stderr)
-            return 2
-    run = RunDir(args.run)
+    problems = cli.argument_problems(args, at_least_one=("samples", "chunk"))
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return 2
     try:
-        config = run.load_config()
-        bundle = data.load_dataset(config.data, config.train.seed)
-        model, checkpoint = restore_model(run, bundle, args.checkpoint)
+        run, config, bundle, model, checkpoint = cli.open_run(args.run, args.checkpoint)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,8 +14,7 @@ import sys
 
 import numpy as np
 
-from tflatent import data, pianoroll
-from tflatent.run_dir import RunDir, restore_model
+from tflatent import cli, pianoroll
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,25 +32,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problems = [f"--num = {args.num} must be >= 1"] if args.num < 1 else []
-    if args.length is not None and args.length < 1:
-        problems.append(f"--length = {args.length} must be >= 1")
-    if args.temperature <= 0:
-        problems.append(f"--temperature = {args.temperature} must be > 0")
+    problems = cli.argument_problems(args, at_least_one=("num", "length"), positive=("temperature",))
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    run = RunDir(args.run)
     try:
-        config = run.load_config()
-        bundle = data.load_dataset(config.data, config.train.seed)
-        if args.length is not None and args.length > bundle.max_time:
-            print(f"error: --length = {args.length} exceeds the model's max_time = {bundle.max_time}",
-                  file=sys.stderr)
-            return 2
-        model, _ = restore_model(run, bundle, args.checkpoint)
+        run, _, bundle, model, _ = cli.open_run(args.run, args.checkpoint)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.length is not None and args.length > bundle.max_time:
+        print(f"error: --length = {args.length} exceeds the model's max_time = {bundle.max_time}",
+              file=sys.stderr)
         return 2
     lengths = None if args.length is None else np.full([args.num], args.length, np.int32)
     x, lengths = model.generate(lengths=lengths, num_samples=args.num, temperature=args.temperature,

@@ -20,7 +20,6 @@ folded into the batch as [S·B, ...] for the networks and reported as [S, B, T].
 from __future__ import annotations
 
 import itertools
-import math
 
 import keras
 import numpy as np

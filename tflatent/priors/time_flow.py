@@ -32,7 +32,6 @@ import tensorflow as tf
 
 from tflatent.layers.feed_forward import FeedForwardNet
 from tflatent.layers.lstm import LSTMStack
-from tflatent.layers.position import PositionFeatures
 from tflatent.priors.hidden_flow import HiddenFlow, standard_normal_log_prob
 from tflatent.seeds import stateless_seed
 

@@ -1,0 +1,46 @@
+"""Pieces shared by the command-line entry points: argument checks and opening a trained run."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+
+from tflatent import config as config_lib
+from tflatent import data
+from tflatent.run_dir import RunDir, restore_model
+
+
+def argument_problems(args, at_least_one=(), positive=()) -> list[str]:
+    """Messages for the given (optional) arguments that are < 1 (integers) or ≤ 0 (numbers)."""
+    problems = []
+    for name in at_least_one:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            problems.append(f"--{name.replace('_', '-')} = {value} must be >= 1")
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            problems.append(f"--{name.replace('_', '-')} = {value} must be > 0")
+    return problems
+
+
+class TrainedRun(NamedTuple):
+    run: RunDir
+    config: config_lib.Config
+    bundle: data.DataBundle
+    model: keras.Model
+    checkpoint: str
+
+
+def open_run(path: str, checkpoint: str = "best") -> TrainedRun:
+    """A run directory's config, data and model with the weights of ``checkpoint`` (best, latest or a file).
+
+    Raises FileNotFoundError (naming what is missing) for a folder that is no run, a missing checkpoint
+    or missing data files.
+    """
+    run = RunDir(path)
+    config = run.load_config()
+    bundle = data.load_dataset(config.data, config.train.seed)
+    model, checkpoint_path = restore_model(run, bundle, checkpoint)
+    return TrainedRun(run, config, bundle, model, checkpoint_path)
