@@ -137,7 +137,8 @@ def test_file_errors_name_the_file(tmp_path):
 
 
 def test_check_field_checks_one_value_but_not_constraints_between_fields():
-    assert config_lib.check_field("model.dropout", 0) == 0.0 and isinstance(config_lib.check_field("model.dropout", 0), float)
+    dropout = config_lib.check_field("model.dropout", 0)
+    assert dropout == 0.0 and isinstance(dropout, float)
     assert config_lib.check_field("model.z_size", 128) == 128  # above the default hidden_flow_units: not checked here
     assert config_lib.check_field("train.steps_per_epoch", None) is None
     with pytest.raises(config_lib.ConfigError, match=r"^src: model.hidden_flow = 'maf' is not allowed"):

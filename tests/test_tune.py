@@ -4,6 +4,7 @@ import csv
 import json
 import os
 
+import keras
 import pytest
 
 from tflatent import config as config_lib
@@ -99,19 +100,28 @@ def test_a_random_search_writes_every_trial_and_the_best_config(tiny, capsys):
     assert [(r["trial_id"], float(r["val_nll"])) for r in rows] == [(t["trial_id"], t["val_nll"]) for t in trials]
 
 
+class InterruptSecondEpoch(keras.callbacks.Callback):
+    """Ctrl-C at the start of the second epoch, after the first epoch's backup."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
 def test_an_interrupted_search_resumes_and_runs_no_finished_trial_again(tiny, monkeypatch, capsys):
     directory = tiny[2]
-    fit, runs = train.fit, []
+    command = args(tiny, "--trials", "2", "--set", "train.epochs=2", "--set", "train.nll_every=2")
+    fit, calls = train.fit, []
 
-    def recorded_fit(config, run, *rest, **kwargs):
-        runs.append(os.path.relpath(run.path, directory))
-        if interrupt_at and len(runs) == interrupt_at:
-            raise KeyboardInterrupt  # as Ctrl-C while trial 1 trains
-        return fit(config, run, *rest, **kwargs)
+    def recorded_fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=None, callbacks=()):
+        calls.append((os.path.relpath(run.path, directory), initial_epoch))
+        if interrupt and len(calls) == 2:
+            callbacks = [*callbacks, InterruptSecondEpoch()]
+        return fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=epochs, callbacks=callbacks)
 
     monkeypatch.setattr(train, "fit", recorded_fit)
-    interrupt_at = 2
-    assert tune.main(args(tiny, "--trials", "2")) == 130
+    interrupt = True
+    assert tune.main(command) == 130  # interrupted in trial 1's second epoch
     assert "re-run the same command to continue" in capsys.readouterr().err
     statuses = {}
     for trial in ("0", "1"):
@@ -121,24 +131,39 @@ def test_an_interrupted_search_resumes_and_runs_no_finished_trial_again(tiny, mo
     first = os.path.join(directory, "tuner", "trial_0")
     saved = os.path.getmtime(os.path.join(first, "checkpoint.weights.h5"))
 
-    runs.clear()
-    interrupt_at = None
-    assert tune.main(args(tiny, "--trials", "2")) == 0
-    assert runs == [os.path.join("tuner", "trial_1", "execution0")]  # only the interrupted trial
+    calls.clear()
+    interrupt = False
+    assert tune.main(command) == 0
+    # Only the interrupted trial ran again, from its backup after the first epoch.
+    assert calls == [(os.path.join("tuner", "trial_1", "execution0"), 1)]
+    assert [row["epoch"] for row in history(os.path.join(directory, "tuner", "trial_1", "execution0"))] == ["0", "1"]
+    assert [row["epoch"] for row in history(os.path.join(first, "execution0"))] == ["0", "1"]
+    assert os.path.getmtime(os.path.join(first, "checkpoint.weights.h5")) == saved
     with open(os.path.join(directory, "tuner", "oracle.json")) as f:
         assert json.load(f)["run_times"] == {"0": 1, "1": 1}
-    assert len(history(os.path.join(first, "execution0"))) == 1
-    assert os.path.getmtime(os.path.join(first, "checkpoint.weights.h5")) == saved
     assert [t["status"] for t in trials_json(directory)["trials"]] == ["COMPLETED", "COMPLETED"]
 
     # A spent time budget starts no new trial; the finished ones are reloaded, reported, not re-run.
-    runs.clear()
+    calls.clear()
     capsys.readouterr()
-    assert tune.main(args(tiny, "--trials", "3", "--time-budget", "0")) == 0
+    assert tune.main(command + ["--trials", "3", "--time-budget", "0"]) == 0
     out = capsys.readouterr().out
     assert "time budget of 0 s spent" in out and "2 of 2 trial(s) completed" in out
-    assert runs == [] and sorted(os.listdir(os.path.join(directory, "tuner"))) == [
+    assert calls == [] and sorted(os.listdir(os.path.join(directory, "tuner"))) == [
         "oracle.json", "trial_0", "trial_1", "tuner0.json"]
+
+
+def test_the_tuner_comes_from_the_flag_or_the_space(tiny, capsys):
+    assert tune.main(args(tiny, "--time-budget", "0")) == 1
+    assert "random search over model.hidden_size, model.transform, train.learning_rate" in capsys.readouterr().out
+    assert tune.main(args(tiny, "--dir", tiny[2] + "-bayesian", "--tuner", "bayesian", "--time-budget", "0")) == 1
+    assert "bayesian search over" in capsys.readouterr().out
+    assert tune.main(args(tiny, "--dir", tiny[2] + "-hyperband", "--tuner", "hyperband", "--trials", "5",
+                          "--time-budget", "0")) == 1
+    assert "hyperband search over model.hidden_size, model.transform, train.learning_rate" in (
+        capsys.readouterr().out)
+    assert tune.main(args(tiny, "--tuner", "hyperband", "--time-budget", "0")) == 2  # not the random search's dir
+    assert "holds another search (tuner: 'random' -> 'hyperband')" in capsys.readouterr().err
 
 
 def test_bad_spaces_settings_and_directories_are_clear_errors(tiny, tmp_path, capsys):

@@ -171,7 +171,8 @@ def _field_type(path: str) -> type:
 
 
 def _kind(path: str, spec: Any, source: str) -> tuple[str, Any]:
-    example = f"{path}: {{choice: [a, b]}}, {{int: {{min: 1, max: 8}}}}, {{float: {{min: 0.1, max: 0.5}}}} or {{fixed: v}}"
+    example = (f"{path}: {{choice: [a, b]}}, {{int: {{min: 1, max: 8}}}}, {{float: {{min: 0.1, max: 0.5}}}} "
+               "or {fixed: v}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise SearchSpaceError(f"{source}: {path} = {spec!r} must be a mapping with exactly one of "
                                f"{', '.join(KINDS)}, e.g. {example}")

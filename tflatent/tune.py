@@ -251,8 +251,9 @@ class LatentFlowHyperModel(kt.HyperModel):
         run.prepare(config)
         bundle, inputs = self._data(config)
         chief = distribute.is_chief(self.strategy)
-        status, message, history = train.fit(config, run, model, bundle, inputs, max(initial_epoch, run.completed_epochs()),
-                                             chief, epochs=epochs, callbacks=callbacks)
+        initial_epoch = max(initial_epoch, run.completed_epochs())  # a re-run continues from the backup
+        status, message, history = train.fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=epochs,
+                                             callbacks=callbacks)
         if status != "completed":
             raise kt.errors.FailedTrialError(message)
         value = objective_value(read_history(run.history_path) if chief else history, self.objective)
@@ -364,7 +365,8 @@ def _check_record(directory: str, record: dict) -> None:
         return
     with open(path) as f:
         old = json.load(f)
-    differences = [f"{key}: {old[key]!r} -> {record[key]!r}" for key in ("tuner", "objective") if old[key] != record[key]]
+    differences = [f"{key}: {old[key]!r} -> {record[key]!r}" for key in ("tuner", "objective")
+                   if old[key] != record[key]]
     if old["space"] != record["space"]:
         differences.append("the search space")
     differences += diff(config_lib.from_dict(old["config"]), config_lib.from_dict(record["config"]))
