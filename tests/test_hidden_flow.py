@@ -66,6 +66,19 @@ def test_sample_log_prob_inverse_round_trip(kind, transform):
     np.testing.assert_allclose(flow.log_prob(z, context), standard_normal_log_prob(eps) - log_det, atol=1e-4)
 
 
+@pytest.mark.parametrize("transform", ["nlsq", "affine"])
+@pytest.mark.parametrize("dtype,rtol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_af_sampling_loop_equals_the_tfp_bijector(transform, dtype, rtol):
+    # Same algorithm, so equal up to rounding: Eigen evaluates the cubic's transcendental functions
+    # through SIMD packets or a scalar tail depending on the array size, which can move the last bit.
+    flow = make_flow("af", transform, scale=0.5, dtype=dtype)  # 3 layers: both input orders
+    eps, context = (tf.cast(x, dtype) for x in random_inputs(batch_shape=(2, 3, 4), seed=2))
+    expected = flow.bijector(context).forward(eps)
+    np.testing.assert_allclose(flow.forward(eps, context)[0], expected, rtol=rtol, atol=rtol)
+    compiled = tf.function(lambda eps, context: flow.forward(eps, context)[0])
+    np.testing.assert_allclose(compiled(eps, context), expected, rtol=rtol, atol=rtol)
+
+
 @pytest.mark.parametrize("kind,transform", CASES)
 def test_every_trainable_weight_gets_a_gradient(kind, transform):
     flow = make_flow(kind, transform, scale=0.0)  # the reference initialisation

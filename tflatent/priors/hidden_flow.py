@@ -23,12 +23,15 @@ Layer 0 is the first one applied to the data z in the density direction, as in t
 ``inverse`` (and so ``log_prob``) evaluates each layer's conditioner once, so ε and its log-det
 share one set of parameters (and one dropout mask in training); it equals
 ``bijector(context).inverse`` and its ``inverse_log_det_jacobian``, which evaluate the
-conditioner twice. ``forward`` samples with ``bijector(context).forward`` (AF: TFP's while loop
-over the D dims, one MADE pass per dim on the pre-projected context) and gets its log-det as
-−log|det ∂ε/∂z| at the sampled z.
+conditioner twice. ``forward`` samples as ``bijector(context).forward`` does and gets its log-det
+as −log|det ∂ε/∂z| at the sampled z. For "af" it runs its own loop over the D dims (see
+``_af_forward``): one MADE pass per dim on the pre-projected context, as TFP's MAF, but the transform
+(NLSq's cubic) is solved for the one dim that the pass determines instead of for all D.
 """
 
 import math
+
+import numpy as np
 
 import keras
 import tensorflow as tf
@@ -207,9 +210,41 @@ class HiddenFlow(keras.layers.Layer):
         """Sampling direction: ε `[..., D]` → (z `[..., D]`, log|det ∂z/∂ε| `[...]`)."""
         eps = self._check_event(eps)
         context = self._context(context, tf.shape(eps)[:-1])
-        z = self.bijector(context, training).forward(eps)
+        if self.kind == "af":
+            z = self._af_forward(eps, context, training)
+        else:
+            z = self.bijector(context, training).forward(eps)
         _, inverse_log_det = self.inverse(z, context, training)
         return z, -inverse_log_det
+
+    def _af_forward(self, eps, context, training):
+        """ε → z through the AF layers (the last first), each inverted one dim per loop iteration.
+
+        Equals ``bijector(context).forward(eps)``. TFP's MAF starts from y = 0 and repeats D times
+        y ← f⁻¹(ε; MADE(y)) on all D dims; after iteration i the dims of order ≤ i + 1 are final. Here
+        iteration i evaluates the same MADE pass on the same y (the entries not yet set are 0 there
+        too, and masked out) and solves the transform only for the dim of order i + 1, whose
+        parameters that pass determines: one cubic per iteration instead of D.
+        """
+        if not self.built:
+            self.build()
+        transform = self._transform_class
+        positions = tf.range(self.dim)
+        z = eps
+        for made in reversed(self.conditioners):
+            projected = made.project_context(context, training=training)  # once per layer, not per dim
+            dims = tf.constant(np.argsort(made.input_order), tf.int32)  # the dims by increasing order
+            noise = z
+
+            def body(i, y, made=made, projected=projected, dims=dims, noise=noise):
+                d = dims[i]
+                raw = tf.gather(made(y, projected, training=training), [d], axis=-2)  # [..., 1, k]
+                y_d = transform.from_raw_params(raw).forward(tf.gather(noise, [d], axis=-1))  # [..., 1]
+                return i + 1, tf.where(tf.equal(positions, d), y_d, y)
+
+            _, z = tf.while_loop(lambda i, _: i < self.dim, body, (tf.constant(0), tf.zeros_like(noise)),
+                                 maximum_iterations=self.dim)
+        return z
 
     def log_prob(self, z, context=None, training=None):
         """log p(z | context) `[...]` = Σ_d log N(ε_d; 0, 1) + log|det ∂ε/∂z|."""
