@@ -179,11 +179,14 @@ class TimeFlowPrior(keras.layers.Layer):
         Returns:
           z [N, T_max, H] (zero at padding) and log p(z_t | z_<t, T) [N, T_max].
         """
+        return self.sample_from_noise(self.noise(lengths, seed, num_steps) * temperature, lengths)
+
+    def noise(self, lengths, seed=None, num_steps=None):
+        """The base noise ε ~ N(0, I) [N, T_max, H] that ``sample`` draws (arguments as there)."""
         if num_steps is None:
             num_steps = tf.reduce_max(lengths)
         shape = tf.stack([tf.shape(lengths)[0], num_steps, self.z_size])
-        eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed))
-        return self.sample_from_noise(eps * temperature, lengths)
+        return tf.random.stateless_normal(shape, seed=stateless_seed(seed))
 
     def get_config(self):
         return {**super().get_config(), "z_size": self.z_size, "time_flow": self.time_flow,
