@@ -23,8 +23,8 @@ panel shows log p(z_t | z_<t, T) on a 2-D grid for one character t, where z_<t i
 
 Each panel's range covers the 0.5–99.5 % quantiles of 4,000 draws from that conditional and the plotted
 z_t, so panels have their own scales. The plotted z_t is marked with a red cross; panel titles give the
-character, the number of modes found on the grid (local maxima above ``--mode-threshold`` of the panel's
-peak) and the density at z_t relative to the peak. Writes ``<out>/prior_densities.png`` and
+character, the number of modes found on the grid (maxima of their 5 × 5 cells above ``--mode-threshold``
+of the panel's peak) and the density at z_t relative to the peak. Writes ``<out>/prior_densities.png`` and
 ``<out>/prior_densities.json`` (sentence, window, per panel: z_t, range, modes, the log-density grid).
 """
 
@@ -41,7 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"paper": os.path.join(REPO, "configs", "ptb_af_af.yaml"),
            "cpu": os.path.join(REPO, "configs", "ptb_af_af_small.yaml")}
 H2 = ["model.z_size=2"]
-CPU_SCHEDULE = ["train.epochs=8", "train.steps_per_epoch=100", "train.initial_kl_zero=4", "train.kl_rampup_time=2",
+CPU_SCHEDULE = ["train.epochs=8", "train.steps_per_epoch=75", "train.initial_kl_zero=4", "train.kl_rampup_time=3",
                 "train.nll_every=0", "data.eval_limit=300"]
 PREFERRED_PHRASE = "business groups"
 
@@ -64,10 +64,11 @@ def window_steps(sentence, word):
     return list(range(first, last + 1))
 
 
-def count_modes(density, threshold):
-    """Local maxima (8-neighbourhood) of a 2-D grid that exceed ``threshold`` × its maximum."""
+def count_modes(density, threshold, neighbourhood=5):
+    """Local maxima of a 2-D grid (the largest value in their ``neighbourhood`` × ``neighbourhood`` cells)
+    that exceed ``threshold`` × the grid's maximum, as (row, column) centres."""
     import scipy.ndimage
-    peaks = (density == scipy.ndimage.maximum_filter(density, size=3, mode="nearest")) & \
+    peaks = (density == scipy.ndimage.maximum_filter(density, size=neighbourhood, mode="nearest")) & \
         (density > threshold * density.max())
     labels, count = scipy.ndimage.label(peaks)  # a flat top of equal cells counts once
     centres = scipy.ndimage.center_of_mass(peaks, labels, range(1, count + 1))
@@ -174,7 +175,7 @@ def parse_args(argv=None):
     parser.add_argument("--sample", action="store_true", help="z ~ q(z|x) instead of its mean")
     parser.add_argument("--grid", type=int, default=120, help="grid points per axis")
     parser.add_argument("--draws", type=int, default=4000, help="prior draws per panel for its range")
-    parser.add_argument("--mode-threshold", type=float, default=0.05,
+    parser.add_argument("--mode-threshold", type=float, default=0.25,
                         help="a local maximum counts as a mode above this fraction of the panel's peak")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
