@@ -1,0 +1,429 @@
+"""Speed and memory of the models beside the authors' PyTorch code on the same kind of CPU.
+
+    python benchmarks/model_speed.py [--only train,nll,generate] [--match NAME] [--quick]
+                                     [--reps 5] [--warmups 2] [--slow-reps 3] [--slow-warmups 1]
+                                     [--gen-lengths 16 64 256] [--set section.key=value ...]
+                                     [--in-process] [--output FILE] [--data-dir DIR] [--tfds-dir DIR]
+
+Every configuration of ``../shared/reference/textflow-cpu-figures.md``, on the same batches and sizes:
+
+* ``train``: one training step (forward, backward, optimizer update) compiled as ``Model.fit`` compiles
+  it (``model.compile`` with the config's optimizer and ``train.jit_compile``, then Keras's
+  ``train_function`` on the batch): PTB AF/AF, AF/SCF, IAF/SCF at paper size with 10 ELBO samples and at
+  the reduced size (hidden 128, z 16, 1 sample), the LSTM baseline (SGD), JSB AF/AF at paper size,
+  and one whole JSB training epoch. Throughput is characters (frames) per second: Σ lengths / time.
+* ``nll``: the importance-sampled log-likelihood with K = 30 (``model.log_likelihood`` in a
+  ``tf.function``, chunks of ``train.nll_chunk``) of PTB AF/AF, reduced and paper size.
+* ``generate``: ``model.generate(lengths=[T])`` at batch 1 for each T, paper-size PTB models with
+  untrained weights (LSTM baseline, IAF/SCF, AF/SCF, AF/AF).
+
+Batches: "equal" = the first B training sequences of exactly that length (source order);
+"bucketed" = the first batch of the seed-0 training epoch (the reference's bucketing) with unequal
+lengths whose mean is nearest the target; "longest" = the B longest training sequences; "epoch" = all
+batches of the seed-0 epoch.
+
+Timing: the median of ``--reps`` calls after ``--warmups`` (the first warm-up includes tracing and any
+XLA compilation; its time is reported as ``first_call_seconds``). The paper-size PTB training and NLL
+rows use ``--slow-reps``/``--slow-warmups`` (3 after 1 by default) to keep a full run within ~20 min on
+an idle 2-core machine; each result states its counts. ``seconds`` is wall time, ``cpu_seconds`` the
+process CPU time of the same calls (on a loaded machine wall time grows, CPU time much less).
+
+Memory: each job (one model) runs in its own Python process, and ``peak_rss_gb`` is that process's peak
+resident set size (TF runtime, data, model, warm-ups and timed calls), as the reference measured it;
+generation rows share one process per model, so they report its peak over all T. With
+``--in-process`` (implied by ``--quick``) every job runs in this process and ``peak_rss_gb`` is this
+process's running peak (``peak_rss_scope`` says which).
+
+Ratios against the reference: ``time_ratio`` = ours / reference (< 1: faster), ``speedup`` = reference /
+ours, ``throughput_ratio`` = our throughput / the reference's, ``rss_ratio`` = ours / reference.
+The load average before and after each job is recorded: other processes sharing the CPU slow the
+wall-clock figures down. ``--quick`` runs a few jobs, the first case of each, with tiny models, sequences of
+about 20 steps and one timed call (a smoke test of the script, not a measurement).
+
+Prints one JSON object on stdout and a table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("train", "nll", "generate")
+
+# The reference's reduced PTB AF/AF (3,238,683 parameters in PyTorch; 5,120 fewer here, the Keras LSTMs'
+# single bias): hidden 128, z 16, with the prior LSTM and the embedding at 128 too.
+REDUCED = ("model.hidden_size=128", "model.z_size=16", "model.prior_rnn_units=128", "model.embedding_size=128",
+           "train.elbo_samples=1")
+# --quick: every network tiny, two ELBO samples.
+TINY = ("model.hidden_size=16", "model.z_size=4", "model.prior_rnn_units=16", "model.embedding_size=16",
+        "model.hidden_flow_units=8", "train.elbo_samples=2")
+QUICK_LENGTH = 20  # --quick: every equal / bucketed batch has sequences of about 20 steps
+QUICK_NLL_SAMPLES, QUICK_NLL_CHUNK = 4, 2
+QUICK_GEN_LENGTHS = (4,)
+NLL_SAMPLES = 30
+
+# Generation at batch 1, paper-size PTB models, seconds (textflow-cpu-figures.md).
+GENERATION_REFERENCE = {
+    "ptb_lstm": {16: 0.132, 32: 0.247, 64: 0.428, 128: 0.895, 256: 1.85},
+    "ptb_iaf_scf": {16: 0.041, 32: 0.045, 64: 0.052, 128: 0.081, 256: 0.140},
+    "ptb_af_scf": {16: 0.230, 32: 0.376, 64: 0.886, 128: 1.54, 256: 2.80},
+    "ptb_af_af": {16: 4.6, 32: 10.1, 64: 19.3, 128: 39.4, 256: 70.7},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One measured batch of a job: how to pick it and the reference's figures for it."""
+
+    batch: str  # "equal", "bucketed", "longest" or "epoch"
+    length: Optional[int]  # the equal length or the bucketed mean (None for longest / epoch)
+    reference_seconds: float
+    reference_throughput: Optional[float] = None
+    reference_rss_gb: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One model in one process: its config, size and the cases measured on it."""
+
+    name: str
+    section: str
+    config: str  # a file in configs/
+    size: str  # "paper" or "reduced"
+    cases: tuple = ()
+    overrides: tuple = ()
+    batch_size: int = 15
+    slow: bool = False  # uses --slow-reps / --slow-warmups
+    quick: bool = False  # one of the jobs that --quick runs
+
+
+def jobs() -> list[Job]:
+    """Every configuration of the reference's figures, grouped by model."""
+    s10 = ("train.elbo_samples=10",)
+    return [
+        Job("train/jsb_af_af", "train", "jsb_chorales_af_af", "paper", batch_size=5, quick=True, cases=(
+            Case("equal", 57, 0.70, 407, 0.86), Case("bucketed", 58, 2.53, 111, 0.90),
+            Case("longest", None, 4.88, 124, 0.98), Case("epoch", None, 83.4, 166))),
+        Job("train/ptb_af_af", "train", "ptb_af_af", "paper", overrides=s10, slow=True, quick=True, cases=(
+            Case("equal", 100, 15.9, 94, 4.4), Case("bucketed", 102, 70.0, 21, 3.3),
+            Case("equal", 284, 52.9, 81, 9.0))),
+        Job("train/ptb_af_scf", "train", "ptb_af_scf", "paper", overrides=s10, slow=True, cases=(
+            Case("equal", 100, 16.1, 93, 3.4), Case("bucketed", 102, 69.0, 22, 3.2))),
+        Job("train/ptb_iaf_scf", "train", "ptb_iaf_scf", "paper", overrides=s10, slow=True, quick=True, cases=(
+            Case("equal", 100, 19.5, 77, 4.5), Case("bucketed", 102, 52.4, 29, 4.5))),
+        Job("train/ptb_af_af_reduced", "train", "ptb_af_af", "reduced", overrides=REDUCED, cases=(
+            Case("equal", 100, 0.40, 3758, 0.71), Case("bucketed", 102, 1.16, 1293, 0.57),
+            Case("equal", 284, 1.54, 2763, 0.85))),
+        Job("train/ptb_af_scf_reduced", "train", "ptb_af_scf", "reduced", overrides=REDUCED, cases=(
+            Case("equal", 100, 0.36, 4178, 0.70),)),
+        Job("train/ptb_iaf_scf_reduced", "train", "ptb_iaf_scf", "reduced", overrides=REDUCED, cases=(
+            Case("equal", 100, 1.43, 1047, 0.76), Case("equal", 284, 3.97, 1073, 1.00))),
+        Job("train/ptb_lstm", "train", "ptb_lstm", "paper", quick=True, cases=(
+            Case("equal", 100, 0.50, 3018, 0.57), Case("equal", 284, 1.50, 2843, 0.75))),
+        Job("nll/ptb_af_af_reduced", "nll", "ptb_af_af", "reduced", overrides=REDUCED, quick=True, cases=(
+            Case("equal", 100, 2.92), Case("bucketed", 102, 3.38), Case("longest", None, 10.5))),
+        Job("nll/ptb_af_af", "nll", "ptb_af_af", "paper", slow=True, cases=(
+            Case("equal", 100, 16.7), Case("bucketed", 102, 20.2))),
+        *(Job(f"generate/{name}", "generate", name, "paper", quick=name in ("ptb_lstm", "ptb_af_af"))
+          for name in GENERATION_REFERENCE),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- batches
+def pick_batches(bundle, case: Case, batch_size: int, quick: bool) -> list:
+    """The (x, lengths) batches of a case, from the training split."""
+    import numpy as np
+    import tensorflow as tf
+
+    if case.batch == "epoch":
+        return list(bundle.batches("train", training=True, batch_size=batch_size, seed=0))
+    if case.batch == "bucketed":
+        target = QUICK_LENGTH if quick else case.length
+        best = None
+        for x, lengths in bundle.batches("train", training=True, batch_size=batch_size, seed=0):
+            values = lengths.numpy()
+            if len(values) < batch_size or values.min() == values.max():
+                continue
+            distance = abs(values.mean() - target)
+            if best is None or distance < best[0]:
+                best = (distance, x, lengths)
+            if distance < 0.5:
+                break
+        return [best[1:]]
+    # equal / longest: from the split sorted by length (stable, so source order among equal lengths)
+    everything = [(x.numpy(), lengths.numpy()) for x, lengths in bundle.batches("train", training=False,
+                                                                                 batch_size=4096)]
+    rows = [(x[i], n) for x, lengths in everything for i, n in enumerate(lengths)]
+    if case.batch == "longest":
+        chosen = rows[-batch_size:]
+    else:
+        counts = np.bincount([n for _, n in rows])
+        length = (min(np.flatnonzero(counts >= batch_size), key=lambda n: abs(n - QUICK_LENGTH)) if quick
+                  else case.length)
+        chosen = [row for row in rows if row[1] == length][:batch_size]
+        if len(chosen) < batch_size:
+            raise ValueError(f"only {len(chosen)} training sequences have length {length}; need {batch_size}")
+    num_steps = max(n for _, n in chosen)
+    x = np.stack([row[0][:num_steps] for row in chosen])
+    return [(tf.constant(x), tf.constant([n for _, n in chosen], tf.int32))]
+
+
+def describe(batches) -> str:
+    lengths = [int(n) for _, ls in batches for n in ls.numpy()]
+    if len(batches) > 1:
+        return f"{len(batches)} batches, {sum(lengths)} steps"
+    kind = "equal" if min(lengths) == max(lengths) else f"bucketed {min(lengths)}-{max(lengths)}"
+    return f"{len(lengths)}x{max(lengths)} {kind}"
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def timed(fn, warmups: int, reps: int) -> dict:
+    """Calls ``fn`` (which must block until its results exist) warmups + reps times."""
+    walls, cpus, first = [], [], None
+    for i in range(warmups + reps):
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if i == 0:
+            first = wall
+        if i >= warmups:
+            walls.append(wall)
+            cpus.append(cpu)
+    return {"seconds": statistics.median(walls), "seconds_min": min(walls), "seconds_max": max(walls),
+            "cpu_seconds": statistics.median(cpus), "first_call_seconds": first, "warmups": warmups,
+            "repetitions": reps}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
+
+
+def ratios(result: dict, reference_seconds, reference_throughput=None, reference_rss=None) -> dict:
+    """The reference's figures beside ours, and the ratios (None where the reference has no figure)."""
+    def ratio(ours, reference):
+        return None if reference is None else ours / reference
+
+    out = {"reference": {"seconds": reference_seconds, "throughput": reference_throughput,
+                         "peak_rss_gb": reference_rss},
+           "time_ratio": ratio(result["seconds"], reference_seconds),
+           "speedup": ratio(reference_seconds, result["seconds"]) if reference_seconds else None,
+           "rss_ratio": ratio(result["peak_rss_gb"], reference_rss)}
+    if "throughput" in result:
+        out["throughput_ratio"] = ratio(result["throughput"], reference_throughput)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- one job
+_BUNDLES = {}
+
+
+def run_job(job: Job, args) -> list[dict]:
+    """Builds the job's model and measures each case; returns one result per case (per T for generate)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tflatent import config as config_lib
+    from tflatent import optimizers
+    from tflatent.data import load_dataset
+    from tflatent.model import build_model
+
+    overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *job.overrides,
+                 *(TINY if args.quick else ()), *args.set]
+    config = config_lib.load(str(REPO / "configs" / f"{job.config}.yaml"), overrides)
+    keras.utils.set_random_seed(0)
+    key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
+    if key not in _BUNDLES:  # jobs that run in one process share their data sets
+        _BUNDLES[key] = load_dataset(config.data, seed=0)
+    bundle = _BUNDLES[key]
+    model = build_model(config, bundle)
+    warmups, reps = ((1, 1) if args.quick else
+                     (args.slow_warmups, args.slow_reps) if job.slow else (args.warmups, args.reps))
+    unit = "frames/s" if bundle.is_music else "chars/s"
+    cases = job.cases[:1] if args.quick else job.cases
+    common = {"job": job.name, "section": job.section, "config": f"configs/{job.config}.yaml", "size": job.size,
+              "overrides": list(job.overrides), "parameters": int(model.count_params()),
+              "elbo_samples": config.train.elbo_samples if config.model.type == "flow" else None}
+    results = []
+
+    def finish(result, *reference):
+        if args.quick:  # tiny models: the reference's figures do not apply
+            reference = (None,) * len(reference)
+        result["load_average_after"] = list(os.getloadavg())
+        result["peak_rss_gb"] = peak_rss_gb()
+        result["peak_rss_scope"] = "process (all of this job)" if not args.in_process else "running process peak"
+        result.update(ratios(result, *reference))
+        results.append(result)
+        print(f"  {result['name']}: {result['seconds']:.3f} s", file=sys.stderr, flush=True)
+
+    if job.section == "train":
+        model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
+        model.optimizer.build(model.trainable_variables)
+        model.make_train_function()
+        for case in cases:
+            batches = pick_batches(bundle, case, job.batch_size, args.quick)
+
+            def step():
+                for batch in batches:
+                    float(model.train_function(iter([batch]))["loss"])
+
+            load_before = list(os.getloadavg())
+            result = {**common, "name": f"{job.name}/{case.batch}{case.length or ''}", "batch": describe(batches),
+                      "optimizer": config.train.optimizer, "jit_compile": config.train.jit_compile,
+                      "load_average_before": load_before, **timed(step, warmups, reps)}
+            tokens = sum(int(tf.reduce_sum(lengths)) for _, lengths in batches)
+            result.update(tokens=tokens, throughput=tokens / result["seconds"], unit=unit)
+            finish(result, case.reference_seconds, case.reference_throughput, case.reference_rss_gb)
+    elif job.section == "nll":
+        num_samples, chunk = ((QUICK_NLL_SAMPLES, QUICK_NLL_CHUNK) if args.quick
+                              else (NLL_SAMPLES, config.train.nll_chunk))
+
+        @tf.function
+        def log_likelihood(x, lengths):
+            return model.log_likelihood(x, lengths, num_samples, chunk, seed=0)
+
+        for case in cases:
+            (x, lengths), = pick_batches(bundle, case, job.batch_size, args.quick)
+            load_before = list(os.getloadavg())
+            result = {**common, "name": f"{job.name}/{case.batch}{case.length or ''}", "batch": describe([(x, lengths)]),
+                      "num_samples": num_samples, "chunk": chunk, "load_average_before": load_before,
+                      **timed(lambda: log_likelihood(x, lengths).numpy(), warmups, reps)}
+            finish(result, case.reference_seconds)
+    else:
+        for length in (QUICK_GEN_LENGTHS if args.quick else args.gen_lengths):
+            seeds = iter(range(warmups + reps))
+            load_before = list(os.getloadavg())
+            result = {**common, "name": f"{job.name}/T{length}", "batch": f"1x{length}", "length": length,
+                      "load_average_before": load_before,
+                      **timed(lambda: np.asarray(model.generate(lengths=[length], seed=next(seeds))[0]),
+                              warmups, reps)}
+            reference = GENERATION_REFERENCE[job.config].get(length)
+            if reference is None and not args.quick:
+                raise ValueError(f"the reference has no generation time for T = {length}; use T in "
+                                 f"{sorted(GENERATION_REFERENCE[job.config])}")
+            finish(result, reference)
+    return results
+
+
+def run_job_in_subprocess(job: Job, argv: list[str]) -> list[dict]:
+    """Runs one job in a fresh Python process (so that its peak RSS is its own) and returns its results."""
+    done = subprocess.run([sys.executable, __file__, "--job", job.name, *argv], capture_output=True, text=True,
+                          cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"job {job.name} failed:\n{done.stderr[-4000:]}")
+    sys.stderr.write("".join(line + "\n" for line in done.stderr.splitlines() if line.startswith("  ")))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- report
+def table(results: list[dict]) -> str:
+    header = (f"{'configuration':42s} {'batch':22s} {'ours s':>9s} {'cpu s':>8s} {'ref s':>7s} {'time':>6s} "
+              f"{'throughput':>11s} {'ref':>6s} {'ratio':>6s} {'RSS GB':>7s} {'ref':>5s} {'load':>5s}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['name']:42s} ERROR {r['error'].splitlines()[-1][:80]}")
+            continue
+        ref = r["reference"]
+
+        def number(value, spec):
+            return "" if value is None else format(value, spec)
+
+        lines.append(f"{r['name']:42s} {r['batch']:22s} {r['seconds']:9.3f} {r['cpu_seconds']:8.2f} "
+                     f"{number(ref['seconds'], '7.3f'):>7s} {number(r['time_ratio'], '6.2f'):>6s} "
+                     f"{number(r.get('throughput'), ',.0f'):>11s} {number(ref['throughput'], ',.0f'):>6s} "
+                     f"{number(r.get('throughput_ratio'), '.2f'):>6s} {r['peak_rss_gb']:7.2f} "
+                     f"{number(ref['peak_rss_gb'], '.2f'):>5s} {r['load_average_before'][0]:5.1f}")
+    lines.append("time = ours / reference (< 1: faster); ratio = our throughput / the reference's; "
+                 "load = 1-min load average before the row")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = os.environ.get("TFLATENT_DATA_DIR") or str(REPO.parent / "shared" / "data")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help="comma-separated sections to run: train, nll, generate (default: all)")
+    parser.add_argument("--match", default="", help="run only the jobs whose name contains this text")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a few jobs, tiny models, one call")
+    parser.add_argument("--reps", type=int, default=5, help="timed calls per configuration")
+    parser.add_argument("--warmups", type=int, default=2, help="untimed calls before them")
+    parser.add_argument("--slow-reps", type=int, default=3, help="timed calls of the paper-size PTB train/nll jobs")
+    parser.add_argument("--slow-warmups", type=int, default=1, help="warm-ups of the paper-size PTB train/nll jobs")
+    parser.add_argument("--gen-lengths", type=int, nargs="+", default=[16, 64, 256],
+                        help="generation lengths T (the reference has 16, 32, 64, 128, 256)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config field of every job, e.g. --set train.jit_compile=true")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every job in this process (peak RSS is then this process's running peak)")
+    parser.add_argument("--output", help="also write the JSON to this file")
+    parser.add_argument("--data-dir", default=default_data)
+    parser.add_argument("--tfds-dir", default=os.path.join(tempfile.gettempdir(), "tflatent_benchmark_tfds"))
+    parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: run one job, print its results
+    args = parser.parse_args(argv)
+    args.in_process = args.in_process or args.quick
+    unknown = set(args.only.split(",")) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    return args
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    by_name = {job.name: job for job in jobs()}
+    if args.job:
+        with contextlib.redirect_stdout(sys.stderr):  # e.g. TFDS's messages when it prepares a data set
+            results = run_job(by_name[args.job], args)
+        print(json.dumps(results))
+        return {}
+
+    selected = [job for job in by_name.values() if job.section in args.only.split(",") and args.match in job.name
+                and (job.quick or not args.quick)]
+    child_argv = [a for a in argv if a not in ("--in-process",)]
+    started = time.perf_counter()
+    results = []
+    for job in selected:
+        print(f"{job.name} ...", file=sys.stderr, flush=True)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+                results.extend(run_job(job, args) if args.in_process else run_job_in_subprocess(job, child_argv))
+        except Exception as err:  # keep measuring the other jobs; the report shows the failure
+            results.append({"job": job.name, "name": job.name, "section": job.section, "error": str(err)})
+
+    import tensorflow as tf
+    report = {
+        "benchmark": "model_speed",
+        "reference": "../shared/reference/textflow-cpu-figures.md (harvardnlp/TextFlow, PyTorch, 2 threads)",
+        "command": "python benchmarks/model_speed.py " + " ".join(argv),
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "tensorflow": tf.__version__, "python": platform.python_version()},
+        "total_seconds": time.perf_counter() - started,
+        "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(table(results), file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    main()
