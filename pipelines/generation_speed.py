@@ -32,11 +32,12 @@ import argparse
 import gc
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import scipy.stats
+
+from pipelines import provenance
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -153,11 +154,7 @@ def device_description():
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
         return {"kind": "GPU", "name": ", ".join(names), "count": len(gpus)}
-    name = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    return {"kind": "CPU", "name": name, "count": os.cpu_count()}
+    return {"kind": "CPU", "name": provenance.cpu_name(), "count": os.cpu_count()}
 
 
 def plot(path, results, tasks, batches):
@@ -224,7 +221,7 @@ def main(argv=None):
     from tflatent.model import build_model
 
     started = time.time()
-    load_before = os.getloadavg()
+    machine_before = provenance.machine()
     results, skipped, sizes = [], [], {}
     grid = GRIDS[args.scale]
     for task in args.tasks:
@@ -256,13 +253,15 @@ def main(argv=None):
     summary = {"scale": args.scale, "device": device_description(), "reps": args.reps, "batches": args.batches,
                "max_call_seconds": args.max_call_seconds, "overrides": args.set, "untrained_weights": True,
                "sizes": sizes, "results": results, "skipped": skipped, "crossover_iaf_scf_vs_lstm": crossovers,
-               "notes": notes, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+               "notes": notes, "machine_before": machine_before, "machine_after": provenance.machine(),
                "seconds": round(time.time() - started, 1), "png": os.path.abspath(png)}
     with open(os.path.join(args.out, "generation_speed.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print("\n".join(notes))
     print(f"device: {summary['device']['kind']} {summary['device']['name']}; load average before "
-          f"{load_before[0]:.1f}, after {summary['load_average_after'][0]:.1f}; {summary['seconds']:.0f} s")
+          f"{machine_before['load_average_1_5_15'][0]:.1f}, after "
+          f"{summary['machine_after']['load_average_1_5_15'][0]:.1f}; {summary['seconds']:.0f} s; code "
+          f"{machine_before['code_version']}")
     print(f"written to {args.out}/generation_speed.json and {png}")
     return summary
 

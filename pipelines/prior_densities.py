@@ -37,6 +37,8 @@ import time
 
 import numpy as np
 
+from pipelines import provenance
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"paper": os.path.join(REPO, "configs", "ptb_af_af.yaml"),
            "cpu": os.path.join(REPO, "configs", "ptb_af_af_small.yaml")}
@@ -220,6 +222,7 @@ def main(argv=None):
     record = {
         "run": run, "checkpoint": checkpoint, "sentence": sentence, "steps": steps, "z": z_name,
         "mode_threshold": args.mode_threshold, "seconds": round(time.time() - started, 1), "png": os.path.abspath(png),
+        "machine": provenance.machine(),
         "panels": [{"t": p["t"], "char": p["char"], "z": p["z"].tolist(), "modes": p["modes"],
                     "density_at_z_over_peak": p["density_at_z_over_peak"], "x_axis": p["axes"][0].tolist(),
                     "y_axis": p["axes"][1].tolist(),

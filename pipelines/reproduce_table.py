@@ -44,13 +44,13 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 from typing import Optional
 
+from pipelines import provenance
 from tflatent import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -312,18 +312,12 @@ def markdown(table: int, scale: str, rows: list[Row], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load_average_1_5_15": load}
-
-
 def write_outputs(out: str, table: int, scale: str, rows: list[Row], samples: Optional[int],
                   started: float) -> dict:
     seconds = time.time() - started
     result = {"table": table, "scale": scale, "unit": UNITS[table], "samples": samples,
               "finished": datetime.datetime.now().isoformat(timespec="seconds"), "seconds": round(seconds, 1),
-              "machine": machine(), "rows": [dataclasses.asdict(row) | {"label": row.label} for row in rows]}
+              "machine": provenance.machine(), "rows": [dataclasses.asdict(row) | {"label": row.label} for row in rows]}
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, f"table{table}.json"), "w") as f:
         json.dump(result, f, indent=2)
