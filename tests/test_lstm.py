@@ -91,6 +91,18 @@ def test_step_by_step_equals_the_parallel_pass_from_an_initial_state():
     assert len(zero) == 2 and zero[0][0].shape == (B, H)
 
 
+def test_step_with_the_context_projected_once_equals_the_concatenated_step():
+    layer = stack(bidirectional=False, features=F - 2, context=2)
+    x, context = inputs(B, T, F - 2), inputs(B, T, 2, seed=1)
+    context_gates = layer.project_context(context)  # [B, T, 4H], every step at once
+    assert context_gates.shape == (B, T, 4 * H)
+    state = projected_state = [(inputs(B, H, seed=2 + i), inputs(B, H, seed=4 + i)) for i in range(2)]
+    for t in range(T):
+        output, state = layer.step(x[:, t], state, context=context[:, t])
+        projected, projected_state = layer.step(x[:, t], projected_state, context_gates=context_gates[:, t])
+        np.testing.assert_allclose(projected, output, atol=1e-6)
+
+
 def test_pytorch_initialisation():
     units = 256
     cell = LSTM(units)

@@ -104,11 +104,13 @@ class LSTM(keras.layers.Layer):
         """
         features = inputs.shape[-1]
         gates = tf.tensordot(inputs, self.kernel[:features], axes=1)  # [T, S, B, 4H]
-        if context is not None:
-            gates += tf.tensordot(context, self.kernel[features:], axes=1)[:, None]  # [T, 1, B, 4H]
-        gates += self.bias
+        gates += self.bias if context is None else self.project_context(context)[:, None]  # [T, 1, B, 4H]
         shape = tf.shape(gates)
         return tf.reshape(gates, tf.stack([shape[0], shape[1] * shape[2], 4 * self.units]))
+
+    def project_context(self, context):
+        """The context's share of the gates plus the bias: context [..., C] (the kernel's last C rows) → [..., 4H]."""
+        return tf.tensordot(context, self.kernel[-context.shape[-1]:], axes=1) + self.bias
 
     def recur(self, gates, initial_state=None):
         """Runs the recurrence over projected inputs.
@@ -138,10 +140,17 @@ class LSTM(keras.layers.Layer):
             maximum_iterations=num_steps)
         return steps_out.stack()
 
-    def step(self, inputs, state):
-        """One step: inputs [N, F] (context already concatenated), state (h, c) → (h, (h, c))."""
-        gates = tf.matmul(inputs, self.kernel) + tf.matmul(state[0], self.recurrent_kernel) + self.bias
-        h, c = _cell(gates, state[1])
+    def step(self, inputs, state, context_gates=None):
+        """One step: state (h, c) → (h, (h, c)).
+
+        Either inputs [N, F + C] (the context concatenated) or inputs [N, F] with the context's
+        ``project_context`` [N, 4H], which a loop over steps computes once for all of them.
+        """
+        if context_gates is None:
+            gates = tf.matmul(inputs, self.kernel) + self.bias
+        else:
+            gates = tf.matmul(inputs, self.kernel[:inputs.shape[-1]]) + context_gates
+        h, c = _cell(gates + tf.matmul(state[0], self.recurrent_kernel), state[1])
         return h, (h, c)
 
     def get_config(self):
@@ -256,12 +265,18 @@ class LSTMStack(keras.layers.Layer):
         zeros = tf.zeros(tf.stack([batch_size, self.units]))
         return [(zeros, zeros) for _ in self.cells]
 
-    def step(self, inputs, states, context=None, training=False):
+    def project_context(self, context):
+        """The first layer's gates from the context, for ``step``'s ``context_gates``: [..., C] → [..., 4H]."""
+        return self.cells[0][0].project_context(context)
+
+    def step(self, inputs, states, context=None, training=False, context_gates=None):
         """One time step of a unidirectional stack (for sequential sampling).
 
         Args:
           inputs: [N, F]; context: None or [N, C] (concatenated after the inputs).
           states: [(h, c)] per layer, each [N, H].
+          context_gates: instead of context, its ``project_context`` [N, 4H]: a loop over time computes
+            them for every step at once, so that each step multiplies only the inputs.
 
         Returns:
           (top-layer output [N, H], new states).
@@ -273,7 +288,7 @@ class LSTMStack(keras.layers.Layer):
         for i, (layer, state) in enumerate(zip(self.cells, states)):
             if i > 0:
                 x = self.dropout(x, training=training)
-            x, state = layer[0].step(x, state)
+            x, state = layer[0].step(x, state, context_gates=context_gates if i == 0 else None)
             new_states.append(state)
         return x, new_states
 
