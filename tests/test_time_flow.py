@@ -60,6 +60,21 @@ def test_sampling_then_log_prob_agrees_with_the_sampling_path(time_flow, hidden_
     assert np.all(np.asarray(z)[1, 3:] == 0)
 
 
+@pytest.mark.parametrize("time_flow,hidden_flow", [("af", "af"), ("iaf", "scf"), ("none", "af")])
+def test_samples_on_a_leading_axis_equal_one_call_per_sample(time_flow, hidden_flow):
+    prior = make_prior(time_flow, hidden_flow, "nlsq")
+    z = tf.random.normal([2, 3, 7, Z], seed=5)  # [S, N, T, Z]: 2 samples of each sequence
+    together = prior.log_prob(z, LENGTHS)
+    assert together.shape == (2, 3, 7)
+    for s in range(2):
+        np.testing.assert_allclose(together[s], prior.log_prob(z[s], LENGTHS), atol=1e-5)
+    eps = tf.random.normal([2, 3, 7, Z], seed=6)
+    z_together, log_prob_together = prior.sample_from_noise(eps, LENGTHS)
+    z_alone, log_prob_alone = prior.sample_from_noise(eps[1], LENGTHS)
+    np.testing.assert_allclose(z_together[1], z_alone, atol=1e-5)
+    np.testing.assert_allclose(log_prob_together[1], log_prob_alone, atol=1e-4)
+
+
 @pytest.mark.parametrize("time_flow,hidden_flow,transform", VARIANTS[:3])
 def test_padding_with_extra_steps_changes_nothing(time_flow, hidden_flow, transform):
     prior = make_prior(time_flow, hidden_flow, transform)
@@ -75,7 +90,7 @@ def test_af_context_at_t_does_not_depend_on_z_from_t_on():
     lengths = tf.constant([6])
     with tf.GradientTape() as tape:
         tape.watch(z)
-        context = prior._parallel_context(z, lengths, training=False)
+        context = prior._parallel_context(z[None], lengths, training=False)[0]  # one sample of each sequence
     jac = tape.jacobian(context, z).numpy()[0, :, :, 0]  # [T, U, T', Z]
     for t in range(6):
         assert np.all(jac[t][:, t:] == 0), f"context {t} sees z_>={t}"
@@ -94,7 +109,7 @@ def test_iaf_noise_at_t_depends_only_on_z_up_to_t():
 
     with tf.GradientTape() as tape:
         tape.watch(z)
-        eps, _ = prior._sequential(step, z, lengths, training=False)
+        eps = prior._sequential(step, z[None], lengths, training=False)[0][0]  # one sample of each sequence
     jac = tape.jacobian(eps, z).numpy()[0, :, :, 0]  # [T, Z, T', Z]
     for t in range(6):
         assert np.all(jac[t][:, t + 1:] == 0), f"eps {t} sees z_>{t}"

@@ -13,8 +13,10 @@ averaged over the batch, with S = ``elbo_samples`` samples z^s ~ q and β the KL
 callback through ``model.beta``). The KL term is a Monte-Carlo estimate per step, since the prior is a
 flow. Evaluation uses the importance-sampled likelihood (``tflatent.metrics``).
 
-Shapes: text x [B, T] int32 (pad id 0); music x [B, T, 88] float32; lengths [B] int32; samples are
-folded into the batch as [S·B, ...] for the networks and reported as [S, B, T].
+Shapes: text x [B, T] int32 (pad id 0); music x [B, T, 88] float32; lengths [B] int32; samples z
+[S, B, T, Z]. The prior and the emission take the S samples as a leading axis and compute what
+depends only on the sequence (position features and their share of the LSTM gates) once per
+sequence; per-step terms are reported as [S, B, T].
 """
 
 from __future__ import annotations
@@ -127,13 +129,9 @@ class LatentFlowModel(keras.Model):
 
     def step_terms_at(self, x, lengths, z, log_q, training=False):
         """The per-step terms at given samples z [S, B, T, Z] with log q(z_t|x) [S, B, T]; zero at padding."""
-        num_samples, batch, num_steps = tf.unstack(tf.shape(z)[:3])
-        flat_z = tf.reshape(z, [-1, num_steps, self.z_size])  # [S·B, T, Z], sample-major
-        flat_lengths = tf.tile(lengths, [num_samples])
-        log_p_z = tf.reshape(self.prior.log_prob(flat_z, flat_lengths, training=training),
-                             [num_samples, batch, num_steps])
+        log_p_z = self.prior.log_prob(z, lengths, training=training)  # [S, B, T]
         log_p_x = self.emission.log_prob(x, z, lengths, training=training)  # [S, B, T]
-        mask = tf.sequence_mask(lengths, num_steps, dtype=z.dtype)
+        mask = tf.sequence_mask(lengths, tf.shape(z)[2], dtype=z.dtype)
         return -log_p_x * mask, (log_q - log_p_z) * mask
 
     def sequence_terms(self, x, lengths, num_samples, training=False, seed=None):

@@ -22,7 +22,8 @@ Which direction is parallel:
 
 Sequential parts are ``tf.scan`` loops (XLA-compilable); there is no Python loop over time.
 
-Shapes: z, ε [N, T, H]; lengths [N]; contexts [N, T, U]; per-step log densities [N, T], zero at padding.
+Shapes: z, ε [N, T, H], or [S, N, T, H] for S samples of each sequence; lengths [N]; contexts
+[S, N, T, U]; per-step log densities [N, T] (or [S, N, T]), zero at padding.
 """
 
 from __future__ import annotations
@@ -98,53 +99,73 @@ class TimeFlowPrior(keras.layers.Layer):
         self.built = True
 
     # ------------------------------------------------------------------ time context
-    def _initial_states(self, lengths):
-        """[(h0, c0)] per layer, each [N, U], from pos_0."""
+    # Below, y, z and ε are [S, N, T, H]: S samples of each of N sequences (S = 1 for a plain batch).
+    # What depends on the sequence only (the position features, their share of the first LSTM
+    # layer's gates, the initial states) is computed once per sequence, not once per sample.
+    def _initial_states(self, lengths, num_samples=1):
+        """[(h0, c0)] per layer, each [S·N, U] (sample-major), from pos_0."""
         pos0 = self.position(lengths, num_steps=1)[:, 0]  # [N, F]
         out = tf.reshape(self.initial_state_net(pos0), [-1, self.rnn_layers, self.rnn_units, 2])
+        out = tf.tile(out, [num_samples, 1, 1, 1])  # [S·N, layers, U, 2]
         return [(out[:, i, :, 0], out[:, i, :, 1]) for i in range(self.rnn_layers)]
 
     def _parallel_context(self, y, lengths, training):
-        """h̃_t for all t from y_<t in one LSTM pass: [N, T, U]."""
-        states = self._initial_states(lengths)
-        pos_next = self.position(lengths, num_steps=tf.shape(y)[1], shift=1)
-        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training)
-        context = tf.concat([states[-1][0][:, None], outputs[:, :-1]], axis=1)
+        """h̃_t for all t from y_<t in one LSTM pass: [S, N, T, U]."""
+        num_samples = tf.shape(y)[0]
+        states = self._initial_states(lengths, num_samples)
+        pos_next = self.position(lengths, num_steps=tf.shape(y)[2], shift=1)  # [N, T, F]
+        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training)  # [S, N, T, U]
+        first = tf.reshape(states[-1][0], tf.stack([num_samples, -1, 1, self.rnn_units]))  # h̃_0
+        context = tf.concat([first, outputs[..., :-1, :]], axis=-2)
         return self.drop(context, training=training)
 
     def _sequential(self, step_fn, elems, lengths, training):
         """Runs the time flow step by step, feeding the LSTM what ``step_fn`` returns.
 
-        ``step_fn(elem_t [N, H], context_t [N, U]) -> (y_t [N, H], log_prob_t [N])``, where y_t is what
-        the LSTM reads at step t (z_t for AF, ε_t for IAF). elems: [N, T, H].
-        Returns the stacked y [N, T, H] and log_prob [N, T] (not yet masked).
+        ``step_fn(elem_t [S·N, H], context_t [S·N, U]) -> (y_t [S·N, H], log_prob_t [S·N])``, where y_t
+        is what the LSTM reads at step t (z_t for AF, ε_t for IAF). elems: [S, N, T, H].
+        Returns the stacked y [S, N, T, H] and log_prob [S, N, T] (not yet masked).
         """
-        elems_tm = tf.transpose(elems, [1, 0, 2])  # [T, N, H]
-        num_steps = tf.shape(elems_tm)[0]
-        pos_next = tf.transpose(self.position(lengths, num_steps=num_steps, shift=1), [1, 0, 2])  # [T, N, F]
+        shape = tf.shape(elems)
+        num_samples, num_steps = shape[0], shape[2]
+        elems_tm = tf.transpose(tf.reshape(elems, [-1, num_steps, self.z_size]), [1, 0, 2])  # [T, S·N, H]
+        # The position features' share of the first layer's gates, for every step at once: each step
+        # then multiplies only y_t (H wide) instead of [y_t, pos_{t+1}] (H + 2·max_T wide for one-hot).
+        pos_gates = self.rnn.project_context(self.position(lengths, num_steps=num_steps, shift=1))  # [N, T, 4U]
+        pos_gates = tf.tile(tf.transpose(pos_gates, [1, 0, 2]), [1, num_samples, 1])  # [T, S·N, 4U]
+        # Read per step from TensorArrays: the gradient of t-indexing a tensor would be a full-size
+        # [T, ...] buffer per step.
+        elems_ta = tf.TensorArray(elems.dtype, size=num_steps).unstack(elems_tm)
+        pos_gates_ta = tf.TensorArray(pos_gates.dtype, size=num_steps).unstack(pos_gates)
 
         def body(t, states, ys, log_probs):
             context = self.drop(states[-1][0], training=training)  # the top layer's h
-            y_t, log_prob_t = step_fn(elems_tm[t], context)
-            _, states = self.rnn.step(y_t, states, context=pos_next[t], training=training)
+            y_t, log_prob_t = step_fn(elems_ta.read(t), context)
+            _, states = self.rnn.step(y_t, states, context_gates=pos_gates_ta.read(t), training=training)
             return t + 1, states, ys.write(t, y_t), log_probs.write(t, log_prob_t)
 
         _, _, ys, log_probs = tf.while_loop(
             lambda t, *_: t < num_steps, body,
-            (tf.constant(0), self._initial_states(lengths), tf.TensorArray(elems.dtype, size=num_steps),
-             tf.TensorArray(elems.dtype, size=num_steps)),
+            (tf.constant(0), self._initial_states(lengths, num_samples),
+             tf.TensorArray(elems.dtype, size=num_steps), tf.TensorArray(elems.dtype, size=num_steps)),
             maximum_iterations=num_steps)
-        return tf.transpose(ys.stack(), [1, 0, 2]), tf.transpose(log_probs.stack())
+        ys = tf.transpose(ys.stack(), [1, 0, 2])  # [S·N, T, H]
+        return tf.reshape(ys, shape), tf.reshape(tf.transpose(log_probs.stack()), shape[:3])
 
     def _context(self, y, lengths, training):
-        """The contexts for all steps when they can be computed in parallel."""
+        """The contexts for all steps when they can be computed in parallel: [S, N, T, ·] or [N, T, F]."""
         if self.time_flow == "none":
-            return self.position(lengths, num_steps=tf.shape(y)[1])
+            return self.position(lengths, num_steps=tf.shape(y)[2])
         return self._parallel_context(y, lengths, training)
 
     # ------------------------------------------------------------------ the two directions
     def log_prob(self, z, lengths, training=False):
-        """Per-step log p(z_t | z_<t, T): z [N, T, H], lengths [N] → [N, T], zero at padding."""
+        """Per-step log p(z_t | z_<t, T), zero at padding.
+
+        z is [N, T, H], or [S, N, T, H] for S samples of each sequence (as the ELBO draws them: the
+        sequence-level work is then shared by the samples); lengths [N]. Returns [N, T] or [S, N, T].
+        """
+        z, drop_sample_axis = _with_sample_axis(z)
         if self.time_flow == "iaf":
             def step(z_t, context):
                 eps_t, log_det = self.flow.inverse(z_t, context)
@@ -152,10 +173,11 @@ class TimeFlowPrior(keras.layers.Layer):
             _, log_prob = self._sequential(step, z, lengths, training)
         else:
             log_prob = self.flow.log_prob(z, self._context(z, lengths, training))
-        return log_prob * _mask(lengths, tf.shape(z)[1], z.dtype)
+        return drop_sample_axis(log_prob * _mask(lengths, tf.shape(z)[2], z.dtype))
 
     def sample_from_noise(self, eps, lengths):
-        """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] → (z [N, T, H], [N, T])."""
+        """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] (or [S, N, T, H]) → (z, [N, T])."""
+        eps, drop_sample_axis = _with_sample_axis(eps)
         if self.time_flow == "af":
             def step(eps_t, context):
                 z_t, log_det = self.flow.forward(eps_t, context)
@@ -164,8 +186,8 @@ class TimeFlowPrior(keras.layers.Layer):
         else:
             z, log_det = self.flow.forward(eps, self._context(eps, lengths, training=False))
             log_prob = standard_normal_log_prob(eps) - log_det
-        mask = _mask(lengths, tf.shape(eps)[1], eps.dtype)
-        return z * mask[..., None], log_prob * mask
+        mask = _mask(lengths, tf.shape(eps)[2], eps.dtype)
+        return drop_sample_axis(z * mask[..., None]), drop_sample_axis(log_prob * mask)
 
     def sample(self, lengths, temperature=1.0, seed=None, num_steps=None):
         """Draws z ~ p(z | T) with ε ~ N(0, temperature²·I).
@@ -196,3 +218,13 @@ class TimeFlowPrior(keras.layers.Layer):
 
 def _mask(lengths, num_steps, dtype):
     return tf.sequence_mask(lengths, num_steps, dtype=dtype)
+
+
+def _with_sample_axis(x):
+    """x [S, N, T, H] → (x, identity); x [N, T, H] → (x [1, N, T, H], a function dropping that axis)."""
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank == 4:
+        return x, lambda y: y
+    if x.shape.rank != 3:
+        raise ValueError(f"TimeFlowPrior expects [N, T, H] or [S, N, T, H], got a tensor of shape {x.shape}")
+    return x[None], lambda y: y[0]
