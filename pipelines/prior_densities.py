@@ -18,7 +18,7 @@ The sentence is the first PTB validation sentence containing "business groups" (
 panel shows log p(z_t | z_<t, T) on a 2-D grid for one character t, where z_<t is the posterior mean
 μ(x) of the whole sentence (the paper samples z ~ q(z|x); ``--sample`` does that), computed as
 
-    context h̃_t = ``prior._parallel_context(z, T)``[t]     (the AF-in-time LSTM over z_<t, one pass)
+    context h̃_t = ``prior._parallel_context(z[None], T)``[0, t]     (the AF-in-time LSTM over z_<t, one pass)
     log p(z_t = g | z_<t, T) = ``prior.flow.log_prob(g, h̃_t)`` for every grid point g.
 
 Each panel's range covers the 0.5–99.5 % quantiles of 4,000 draws from that conditional and the plotted
@@ -84,7 +84,7 @@ def conditional_densities(model, ids, steps, grid, num_draws, sample, seed):
     lengths = tf.constant([len(ids)], tf.int32)
     mu, logvar = model.inference_net(x, lengths, training=False)  # [1, T, 2] each
     z = model.inference_net.sample(mu, logvar, 1, seed=seed)[0][0] if sample else mu  # [1, T, 2]
-    context = model.prior._parallel_context(z, lengths, training=False)[0]  # [T, U]
+    context = model.prior._parallel_context(z[None], lengths, training=False)[0, 0]  # [T, U]
     panels = []
     for t in steps:
         h = context[t]
