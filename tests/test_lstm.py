@@ -131,6 +131,24 @@ def test_parameter_count_is_pytorchs_minus_one_bias_per_layer_direction():
     assert layer.count_params() == pytorch - 4 * (4 * H)
 
 
+def test_hand_written_gradient_equals_autodiff_of_the_steps():
+    cell = LSTM(H)
+    cell.build((None, F))
+    x, state, weights = inputs(T, 1, B, F), (inputs(B, H, seed=1), inputs(B, H, seed=2)), inputs(T, B, H, seed=3)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, *state])
+        ours = tf.reduce_sum(cell.recur(cell.project(x), state) * weights)
+        steps, step_state = [], state
+        for t in range(T):  # autodiff through LSTM.step, one step at a time
+            h, step_state = cell.step(x[t, 0], step_state)
+            steps.append(h)
+        reference = tf.reduce_sum(tf.stack(steps) * weights)
+    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    sources = [x, *state, *cell.trainable_variables]  # inputs, h0, c0, kernel, recurrent kernel, bias
+    for ours_grad, reference_grad in zip(tape.gradient(ours, sources), tape.gradient(reference, sources)):
+        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-6)
+
+
 def test_every_weight_gets_a_finite_nonzero_gradient():
     layer = stack(dropout_between_layers=0.3, context=2)
     x = inputs(2, B, T, F)
