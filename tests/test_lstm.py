@@ -149,6 +149,20 @@ def test_hand_written_gradient_equals_autodiff_of_the_steps():
         np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["one-hot", "dense"])
+def test_context_projection_is_the_dense_product(kind):
+    cell = LSTM(H)
+    cell.build((None, F + 8))
+    context = tf.one_hot([[0, 5, 7], [2, 3, 1]], 8) if kind == "one-hot" else inputs(2, 3, 8)  # sparse / dense path
+    weights = inputs(2, 3, 4 * H, seed=4)
+    with tf.GradientTape(persistent=True) as tape:
+        ours = cell.project_context(context)
+        dense = tf.tensordot(context, cell.kernel[F:], axes=1) + cell.bias
+        losses = [tf.reduce_sum(ours * weights), tf.reduce_sum(dense * weights)]
+    np.testing.assert_allclose(ours, dense, atol=1e-6)
+    np.testing.assert_allclose(*(tape.gradient(loss, cell.kernel) for loss in losses), atol=1e-6)
+
+
 def test_every_weight_gets_a_finite_nonzero_gradient():
     layer = stack(dropout_between_layers=0.3, context=2)
     x = inputs(2, B, T, F)
