@@ -97,6 +97,24 @@ def test_elbo_is_below_the_importance_sampled_estimate_which_grows_with_k(jsb_bu
     assert np.mean(means[1]) < np.mean(means[4]) < np.mean(means[32])
 
 
+def test_loss_goes_down_on_32_real_jsb_chorales(data_dir, tfds_dir):
+    """A small AF/AF (hidden 32, z 8), β = 1 throughout, Adam 3e-3 over the first 32 training chorales
+    (bucketed batches of 8): the training loss (the negative ELBO with −log p(T), per Σ(T + 1)) falls
+    from 59.7 nats per frame in the first epoch (88 fair coins: 61) to 10.6 after 240 steps (~30 s)."""
+    from tflatent.config import DataConfig
+    from tflatent.data import load_dataset
+    bundle = load_dataset(DataConfig(dataset="jsb_chorales", data_dir=str(data_dir), tfds_dir=str(tfds_dir),
+                                     length_prior_smoothing=1.0, train_limit=32), seed=0)
+    model = tiny_model(bundle, elbo_samples=1, embedding_size=32, hidden_size=32, prior_rnn_units=32, z_size=8,
+                       hidden_flow_units=16, dropout_locations=[])
+    model.beta.assign(1.0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    data = bundle.batches("train", training=True, batch_size=8, seed=0, repeat=True)
+    history = model.fit(data, epochs=60, steps_per_epoch=4, verbose=0).history["loss"]
+    print(f"first epoch {history[0]:.2f}, last {history[-1]:.2f}")
+    assert history[0] > 40.0 and history[-1] < 15.0
+
+
 def test_evaluate_nll_reports_every_term(jsb_bundle):
     model = tiny_model(jsb_bundle)
     data = jsb_bundle.batches("valid", training=False, batch_size=32).take(2)
