@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import sys
+from typing import NamedTuple, Optional
 
 import keras
 
@@ -44,3 +45,17 @@ def open_run(path: str, checkpoint: str = "best") -> TrainedRun:
     bundle = data.load_dataset(config.data, config.train.seed)
     model, checkpoint_path = restore_model(run, bundle, checkpoint)
     return TrainedRun(run, config, bundle, model, checkpoint_path)
+
+
+def open_checked_run(args, at_least_one=(), positive=()) -> Optional[TrainedRun]:
+    """``open_run(args.run, args.checkpoint)`` after ``argument_problems``; None (with the problem on
+    stderr, for the entry point to exit with status 2) when an argument is bad or the run cannot be opened."""
+    problems = argument_problems(args, at_least_one, positive)
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return None
+    try:
+        return open_run(args.run, args.checkpoint)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None

@@ -32,15 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problems = cli.argument_problems(args, at_least_one=("samples", "chunk", "batch_size"))
-    if problems:
-        print("error: " + "; ".join(problems), file=sys.stderr)
+    opened = cli.open_checked_run(args, at_least_one=("samples", "chunk", "batch_size"))
+    if opened is None:
         return 2
-    try:
-        run, config, bundle, model, checkpoint = cli.open_run(args.run, args.checkpoint)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run, config, bundle, model, checkpoint = opened
     samples = args.samples or config.train.nll_samples
     started = time.time()
     dataset = bundle.batches(args.split, False, batch_size=args.batch_size or config.data.eval_batch_size)

@@ -301,15 +301,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problems = cli.argument_problems(args, at_least_one=("samples", "chunk"))
-    if problems:
-        print("error: " + "; ".join(problems), file=sys.stderr)
+    opened = cli.open_checked_run(args, at_least_one=("samples", "chunk"))
+    if opened is None:
         return 2
-    try:
-        run, config, bundle, model, checkpoint = cli.open_run(args.run, args.checkpoint)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run, config, bundle, model, checkpoint = opened
     num_samples = args.samples or config.train.nll_samples
     chunk = min(args.chunk or config.train.nll_chunk, num_samples)
     path = export(model, config, args.out, num_samples, chunk, vocabulary=bundle.vocab,

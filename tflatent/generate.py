@@ -32,15 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    problems = cli.argument_problems(args, at_least_one=("num", "length"), positive=("temperature",))
-    if problems:
-        print("error: " + "; ".join(problems), file=sys.stderr)
+    opened = cli.open_checked_run(args, at_least_one=("num", "length"), positive=("temperature",))
+    if opened is None:
         return 2
-    try:
-        run, _, bundle, model, _ = cli.open_run(args.run, args.checkpoint)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    run, _, bundle, model, _ = opened
     if args.length is not None and args.length > bundle.max_time:
         print(f"error: --length = {args.length} exceeds the model's max_time = {bundle.max_time}",
               file=sys.stderr)
