@@ -52,6 +52,7 @@ from typing import Optional
 
 from pipelines import provenance
 from tflatent import config as config_lib
+from tflatent.json_files import read_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -179,13 +180,6 @@ def evaluate_command(row: Row, samples: Optional[int]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- running
-def read_json(path: str) -> Optional[dict]:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def training_finished(row: Row, config: config_lib.Config) -> Optional[dict]:
     """The run's summary if it completed every epoch of ``config``, else None."""
     summary = read_json(os.path.join(row.run_dir, "summary.json"))

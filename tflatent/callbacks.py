@@ -18,7 +18,6 @@ before ``EpochLog`` (which logs its ``lr``) and ``RunBackup`` (which saves its s
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from typing import Callable, Optional
@@ -27,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from tflatent import optimizers
+from tflatent.json_files import read_json, write_json
 
 
 def _value(variable) -> float:
@@ -242,23 +242,12 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         if self.best != best:
             record = {"epoch": epoch + 1, "monitor": self.monitor, "value": float(self.best),
                       "logs": {k: float(v) for k, v in logs.items()}}
-            _write_json(self.filepath + ".json", record)
+            write_json(self.filepath + ".json", record)
 
 
 def read_record(checkpoint: str) -> Optional[dict]:
     """The JSON record written beside a checkpoint, or None when there is none."""
-    path = checkpoint + ".json"
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: str, value: dict) -> None:
-    """Writes JSON atomically (a kill mid-write leaves the previous file)."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
+    return read_json(checkpoint + ".json")
 
 
 class RunBackup(keras.callbacks.BackupAndRestore):
@@ -278,17 +267,13 @@ class RunBackup(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         super()._save_model()
-        with open(self._training_metadata_path) as f:
-            metadata = json.load(f)
+        metadata = read_json(self._training_metadata_path)
         metadata["callbacks"] = {name: cb.get_state() for name, cb in self.stateful.items()}
-        _write_json(self._training_metadata_path, metadata)
+        write_json(self._training_metadata_path, metadata)
 
     def _load_model(self):
         super()._load_model()
-        if not os.path.exists(self._training_metadata_path):
-            return
-        with open(self._training_metadata_path) as f:
-            states = json.load(f).get("callbacks", {})
+        states = (read_json(self._training_metadata_path) or {}).get("callbacks", {})
         for name, state in states.items():
             if name in self.stateful:
                 self.stateful[name].set_state(state)
@@ -296,11 +281,8 @@ class RunBackup(keras.callbacks.BackupAndRestore):
     @staticmethod
     def completed_epochs(backup_dir: str) -> int:
         """Epochs completed according to the backup in ``backup_dir`` (0 when there is none)."""
-        path = os.path.join(backup_dir, "training_metadata.json")
-        if not os.path.exists(path):
-            return 0
-        with open(path) as f:
-            return int(json.load(f)["epoch"])
+        metadata = read_json(os.path.join(backup_dir, "training_metadata.json"))
+        return 0 if metadata is None else int(metadata["epoch"])
 
 
 class NonFiniteLossError(RuntimeError):

@@ -234,11 +234,15 @@ def validate(config: Config) -> Config:
     return config
 
 
-def _unknown(kind: str, key: str, allowed: list) -> str:
+def did_you_mean(name: str, allowed: list) -> str:
+    """" (did you mean 'x'?)" for the allowed name closest to ``name``, or "" when none is close."""
+    close = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(kind: str, key: str, allowed: list) -> str:
     """The message for an unknown name, with the closest allowed name when one is close."""
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {key!r}{hint}; allowed: " + ", ".join(allowed)
+    return f"unknown {kind} {key!r}{did_you_mean(key, allowed)}; allowed: " + ", ".join(allowed)
 
 
 def from_dict(raw: Any, source: str = "config") -> Config:
@@ -251,7 +255,7 @@ def from_dict(raw: Any, source: str = "config") -> Config:
     sections = {}
     for name, value in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: " + _unknown("section", name, list(SECTIONS)))
+            raise ConfigError(f"{source}: " + unknown_name("section", name, list(SECTIONS)))
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping, got {value!r}")
     for name, cls in SECTIONS.items():
@@ -261,7 +265,7 @@ def from_dict(raw: Any, source: str = "config") -> Config:
 
 
 @functools.cache
-def _type_hints(cls: type) -> dict:
+def type_hints(cls: type) -> dict:
     """{field name: type hint} of a section dataclass, in field order (resolving the hints is slow)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -269,9 +273,9 @@ def _type_hints(cls: type) -> dict:
 
 def _checked_type(section: str, key: str, value: Any, source: str) -> Any:
     """``value`` coerced to the type of field ``section.key``; an unknown key or a wrong type is an error."""
-    hints = _type_hints(SECTIONS[section])
+    hints = type_hints(SECTIONS[section])
     if key not in hints:
-        raise ConfigError(f"{source}: " + _unknown(f"key in {section}", key, list(hints)))
+        raise ConfigError(f"{source}: " + unknown_name(f"key in {section}", key, list(hints)))
     hint = hints[key]
     ok, coerced = _type_ok(value, hint)
     if not ok:
@@ -290,7 +294,7 @@ def check_field(path: str, value: Any, source: str = "config") -> Any:
         raise ConfigError(f"{source}: {path!r} is not a config field; write section.key, e.g. model.z_size")
     section, key = parts
     if section not in SECTIONS:
-        raise ConfigError(f"{source}: " + _unknown("section", section, list(SECTIONS)))
+        raise ConfigError(f"{source}: " + unknown_name("section", section, list(SECTIONS)))
     coerced = _checked_type(section, key, value, source)
     try:
         _validate_section(section, SECTIONS[section](**{key: coerced}))

@@ -21,7 +21,6 @@ epochs). Nothing here deletes or overwrites a checkpoint: an existing run resume
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from typing import Optional
 
@@ -29,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from tflatent import config as config_lib
-from tflatent import optimizers
+from tflatent import json_files, optimizers
 from tflatent.callbacks import RunBackup, read_record
 
 IMMUTABLE_SECTIONS = ("data", "model")
@@ -112,18 +111,10 @@ class RunDir:
         return found
 
     def write_json(self, name: str, value: dict) -> str:
-        path = os.path.join(self.path, name)
-        with open(path + ".tmp", "w") as f:
-            json.dump(value, f, indent=2)
-        os.replace(path + ".tmp", path)
-        return path
+        return json_files.write_json(os.path.join(self.path, name), value)
 
     def read_json(self, name: str) -> Optional[dict]:
-        path = os.path.join(self.path, name)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return json_files.read_json(os.path.join(self.path, name))
 
 
 def ensure_built(model: keras.Model, dataset: tf.data.Dataset) -> None:

@@ -27,7 +27,6 @@ config: :meth:`SearchSpace.apply` checks them for each sampled combination.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -147,24 +146,16 @@ def from_dict(raw: Any, source: str = "search space") -> SearchSpace:
     return SearchSpace(dimensions, fixed, **settings)
 
 
-def _unknown(kind: str, name: str, allowed: list) -> str:
-    close = difflib.get_close_matches(name, allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {name!r}{hint}; allowed: " + ", ".join(allowed)
-
-
 def _check_path(path: str, source: str) -> None:
     if path not in FIELDS:
-        close = difflib.get_close_matches(path, FIELDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SearchSpaceError(f"{source}: {path!r} is not a config field{hint}; fields are section.key with the "
+        raise SearchSpaceError(f"{source}: {path!r} is not a config field{config_lib.did_you_mean(path, FIELDS)}; fields are section.key with the "
                                "sections and keys of tflatent/config.py, e.g. model.z_size")
 
 
 def _field_type(path: str) -> type:
     """The field's type, without Optional: int, float, str, bool or list."""
     section, key = path.split(".")
-    hint = typing.get_type_hints(config_lib.SECTIONS[section])[key]
+    hint = config_lib.type_hints(config_lib.SECTIONS[section])[key]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     hint = args[0] if args else hint
     return typing.get_origin(hint) or hint
@@ -178,7 +169,7 @@ def _kind(path: str, spec: Any, source: str) -> tuple[str, Any]:
                                f"{', '.join(KINDS)}, e.g. {example}")
     (kind, body), = spec.items()
     if kind not in KINDS:
-        raise SearchSpaceError(f"{source}: {path}: " + _unknown("key", str(kind), list(KINDS)))
+        raise SearchSpaceError(f"{source}: {path}: " + config_lib.unknown_name("key", str(kind), list(KINDS)))
     return kind, body
 
 
@@ -226,7 +217,7 @@ def _dimension(path: str, kind: str, body: Any, source: str) -> Dimension:
                                f"{path}: {{{kind}: {{min: 1, max: 8}}}}; got {body!r}")
     for key in body:
         if key not in allowed:
-            raise SearchSpaceError(f"{source}: " + _unknown("key", str(key), list(allowed)))
+            raise SearchSpaceError(f"{source}: " + config_lib.unknown_name("key", str(key), list(allowed)))
     missing = [key for key in ("min", "max") if key not in body]
     if missing:
         raise SearchSpaceError(f"{source}: the range needs {' and '.join(missing)}")

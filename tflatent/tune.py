@@ -61,6 +61,7 @@ import tensorflow as tf
 
 from tflatent import config as config_lib
 from tflatent import data, distribute, search_space, train
+from tflatent.json_files import read_json, write_json
 from tflatent.run_dir import RunDir, diff
 
 PROJECT = "tuner"
@@ -357,14 +358,12 @@ def make_tuner(name: str, hypermodel: LatentFlowHyperModel, objective: str, dire
 def _check_record(directory: str, record: dict) -> None:
     """Writes ``search.json``, or checks that the search already in ``directory`` is this one."""
     path = os.path.join(directory, "search.json")
-    record = json.loads(json.dumps(record))
-    if not os.path.exists(path):
+    record = json.loads(json.dumps(record))  # as the file holds it (tuples become lists)
+    old = read_json(path)
+    if old is None:
         os.makedirs(directory, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(record, f, indent=2)
+        write_json(path, record)
         return
-    with open(path) as f:
-        old = json.load(f)
     differences = [f"{key}: {old[key]!r} -> {record[key]!r}" for key in ("tuner", "objective")
                    if old[key] != record[key]]
     if old["space"] != record["space"]:
@@ -390,7 +389,7 @@ def report(tuner: _Search, hypermodel: LatentFlowHyperModel, directory: str, sto
     records = [{"trial_id": t.trial_id, "status": t.status, objective: t.score, "values": t.hyperparameters.values,
                 "runs": _runs(tuner.get_trial_dir(t.trial_id)),
                 "message": _reason(t) if t.status == STATUS.FAILED else ""} for t in trials]
-    _write_json(os.path.join(directory, "trials.json"),
+    write_json(os.path.join(directory, "trials.json"),
                 {"objective": objective, "best_trial": best and best.trial_id, "trials": records})
     # Searched fields, then Hyperband's own values (tuner/epochs, tuner/initial_epoch, ...) if any.
     columns = hypermodel.space.fields + sorted({k for t in trials for k in t.hyperparameters.values if "/" in k})
@@ -440,12 +439,6 @@ def _table(header: list, rows: list) -> str:
 
 def _cell(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _write_json(path: str, value: dict) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

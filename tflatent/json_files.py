@@ -1,0 +1,23 @@
+"""Reading and writing the small JSON files of runs, checkpoints, searches and tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+
+def read_json(path: str) -> Optional[dict]:
+    """The JSON object in ``path``, or None when there is no such file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, value: dict) -> str:
+    """Writes ``value`` to ``path`` atomically (a kill mid-write leaves the previous file); returns the path."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
