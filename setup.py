@@ -11,6 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["tflatent", "tflatent.*", "pipelines", "pipelines.*"]),
     include_package_data=True,
+    entry_points={"console_scripts": ["tflatent = tflatent.__main__:main"]},
     # Ranges installed and run together (CPU, Python 3.11): tensorflow 2.21.0, tensorflow-probability
     # 0.25.0, tf-keras 2.21.0, keras 3.15.1, tensorflow-datasets 4.9.10, keras-tuner 1.4.8,
     # numpy 2.4.6, scipy 1.17.1, PyYAML 6.0.4, matplotlib 3.11.2, mido 1.3.3.

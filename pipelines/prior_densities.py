@@ -195,7 +195,7 @@ def main(argv=None):
 
     from tflatent import data
     from tflatent.data import sources
-    from tflatent.run_dir import RunDir, restore_model
+    from tflatent.training.run_dir import RunDir, restore_model
     config = RunDir(run).load_config()
     if config.data.dataset != "ptb" or config.model.type != "flow" or config.model.z_size != 2 \
             or config.model.time_flow != "af":

@@ -7,7 +7,7 @@
 
 Tables (paper §6): 1, PTB character-level test NLL with the ELBO's reconstruction and KL terms, in bits
 per character; 2, the PTB ablations of AF / AF, in bits per character; 3, the test NLL of the four
-polyphonic-music sets in nats per frame (the paper says "per note"; notes §5.4). Rows: the LSTM baseline,
+polyphonic-music sets in nats per frame (the paper says "per note"; docs/reference.md §5.4). Rows: the LSTM baseline,
 AF / AF, AF / SCF, IAF / SCF (and AF-only in Table 1), each beside the paper's figure.
 
 Every row is two commands, the project's own entry points::
@@ -300,7 +300,7 @@ def markdown(table: int, scale: str, rows: list[Row], seconds: float) -> str:
         lines += ["", "Every train command also had " + " ".join(f"`--set {o}`" for o in extra) + "."]
     terms = "" if table == 3 else " Reconstruction and KL: the ELBO's two terms, in bits per character."
     lines += ["", "NLL: importance-sampled with K samples (exact for the LSTM), normalised by Σ(T + 1) over the "
-              f"test split, as in the reference (notes §5.1, §5.4).{terms} Paper figures: Ziegler & Rush (2019), "
+              f"test split, as in the reference (docs/reference.md §5.1, §5.4).{terms} Paper figures: Ziegler & Rush (2019), "
               f"Table {table}. This invocation took {seconds:.0f} s (finished runs are reused; the times of each "
               "run are above).", ""]
     return "\n".join(lines)

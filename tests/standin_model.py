@@ -5,7 +5,7 @@
 "latent" part is a learned scale ``a`` with KL(a) = a² per step, so β visibly changes the loss, and its
 emission is one learned logit vector shared by all steps. ``StandInBundle`` serves random sequences
 through the data API (``batches``, ``num_examples``, ``length_prior``, ...). ``install`` swaps both
-into ``tflatent.model`` / ``tflatent.data`` for code that imports them by name.
+into ``tflatent.models.latent_flow`` / ``tflatent.data`` for code that imports them by name.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class StandInBundle:
 
 
 def install(monkeypatch, model_kwargs=None, bundle_kwargs=None):
-    """Makes ``tflatent.model.build_model`` and ``tflatent.data.load_dataset`` return the stand-ins."""
+    """Makes ``tflatent.models.latent_flow.build_model`` and ``tflatent.data.load_dataset`` return the stand-ins."""
     def build_model(config, bundle):
         model = StandInModel(bundle.vocab_size, bundle.is_music, **(model_kwargs or {}))
         model.build()
@@ -167,7 +167,7 @@ def install(monkeypatch, model_kwargs=None, bundle_kwargs=None):
     def load_dataset(config, seed=0):
         return StandInBundle(music=config.dataset != "ptb", **(bundle_kwargs or {}))
 
-    monkeypatch.setitem(sys.modules, "tflatent.model", types.SimpleNamespace(build_model=build_model))
+    monkeypatch.setitem(sys.modules, "tflatent.models.latent_flow", types.SimpleNamespace(build_model=build_model))
     import tflatent.data
     monkeypatch.setattr(tflatent.data, "load_dataset", load_dataset, raising=False)
 

@@ -79,7 +79,7 @@ def _distinct_models():
 def test_every_config_builds_its_model(config):
     """Each distinct model section builds (on a small stand-in bundle: the sizes come from the config)."""
     from standin_model import StandInBundle
-    from tflatent.model import build_model
+    from tflatent.models.latent_flow import build_model
 
     model = build_model(config, StandInBundle(music=config.is_music))
     assert model.built and model.count_params() > 0

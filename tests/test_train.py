@@ -12,8 +12,8 @@ import pytest
 
 import standin_model
 from tflatent import train
-from tflatent.callbacks import read_record
-from tflatent.run_dir import RunDir
+from tflatent.training.callbacks import read_record
+from tflatent.training.run_dir import RunDir
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)

@@ -9,7 +9,7 @@ import keras
 
 from tflatent import config as config_lib
 from tflatent import data
-from tflatent.run_dir import RunDir, restore_model
+from tflatent.training.run_dir import RunDir, restore_model
 
 
 def argument_problems(args, at_least_one=(), positive=()) -> list[str]:

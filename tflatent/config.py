@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses, YAML loading, validation and dotted overrides.
 
 A config file has three sections, ``data``, ``model`` and ``train``, each a dataclass below. Every
-field has the default of the authors' code for PTB AF/AF (``textflow-notes.md`` §7.1); the YAML
+field has the default of the authors' code for PTB AF/AF (``docs/reference.md`` §7.1); the YAML
 files in ``configs/`` state what differs. A file may start with ``extends: other.yaml`` or
 ``extends: [a.yaml, b.yaml]`` (paths relative to the file) to inherit from other configs: the parents
 are merged in order, key by key within each section, then the file's own keys override them.

@@ -1,6 +1,6 @@
 """Evaluate a trained run: ``python -m tflatent.evaluate --run runs/<name> [--split test] [--samples K]``.
 
-Computes the importance-sampled NLL (notes §5.1) with K samples (default: the run's
+Computes the importance-sampled NLL (docs/reference.md §5.1) with K samples (default: the run's
 ``train.nll_samples``) on the test (or valid) split, with the checkpoint chosen by ``--checkpoint``
 (``best``, the default, ``latest`` or a file), at KL weight 1. Reports nats per token normalised by
 Σ(T + 1), bits per character (text) or nats per frame (music), and the ELBO with its reconstruction and

@@ -1,7 +1,7 @@
 """Sample from a trained run: ``python -m tflatent.generate --run runs/<name> --num N --out DIR``.
 
 ``--length T`` gives every sample T steps; without it the model draws the lengths from its p(T).
-``--temperature`` scales the base noise (notes §8.1), ``--seed`` makes the draw repeatable. Text
+``--temperature`` scales the base noise (docs/reference.md §8.1), ``--seed`` makes the draw repeatable. Text
 samples are printed and written to ``<out>/samples.txt``, one per line; music samples are written as
 ``<out>/sample_<i>.mid`` (``--seconds-per-frame``) and piano-roll pictures ``<out>/sample_<i>.png``.
 """
@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from tflatent import cli, pianoroll
+from tflatent import cli
+from tflatent.data import pianoroll
 
 
 def parse_args(argv=None) -> argparse.Namespace:

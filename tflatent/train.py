@@ -4,15 +4,15 @@ Options: ``--set section.key=value`` (repeatable) overrides config fields; ``--r
 run directory (default ``<train.output_dir>/<train.run_name>``); ``--resume CKPT`` starts from a
 checkpoint's weights, optimizer state and epoch.
 
-What a run does (notes §4): build the strategy, the data and, inside the strategy's scope, the model
+What a run does (docs/reference.md §4): build the strategy, the data and, inside the strategy's scope, the model
 and its optimizer (Adam 1e−3 or SGD 20, global-norm clipping 0.25); then ``Model.fit`` with the
-callbacks of :mod:`tflatent.callbacks`: KL annealing per batch, LR ÷ 4 on a validation plateau once
+callbacks of :mod:`tflatent.training.callbacks`: KL annealing per batch, LR ÷ 4 on a validation plateau once
 annealing is done, the importance-sampled validation NLL every ``nll_every`` epochs, the best
 checkpoint by it (by ``val_loss`` when it is off), TensorBoard, a CSV log, Keras's progress bar, a
 backup every epoch, and a stop with a clear message on a non-finite loss. It writes ``summary.json``
-at the end. The layout of the run directory is in :mod:`tflatent.run_dir`. ``train.jit_compile``
+at the end. The layout of the run directory is in :mod:`tflatent.training.run_dir`. ``train.jit_compile``
 compiles the train and test steps with XLA on any device; ``train.mixed_precision`` applies on GPUs
-and TPUs only (:mod:`tflatent.distribute`).
+and TPUs only (:mod:`tflatent.training.distribute`).
 
 Re-running the same command continues a killed run from its last backup and leaves a finished run
 as it is. ``--resume`` applies only to a run directory without a backup; the schedules continue from
@@ -37,10 +37,12 @@ from typing import NamedTuple, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from tflatent import callbacks as cb
+from tflatent.training import callbacks as cb
 from tflatent import config as config_lib
-from tflatent import data, distribute, optimizers
-from tflatent.run_dir import RunDir, checkpoint_epoch, ensure_built
+from tflatent import data
+from tflatent.training import distribute
+from tflatent.training import optimizers
+from tflatent.training.run_dir import RunDir, checkpoint_epoch, ensure_built
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -131,7 +133,7 @@ def compiled_model(config: config_lib.Config, bundle, valid_data: tf.data.Datase
 
     Call it inside the strategy's scope.
     """
-    model = importlib.import_module("tflatent.model").build_model(config, bundle)
+    model = importlib.import_module("tflatent.models.latent_flow").build_model(config, bundle)
     model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
     ensure_built(model, valid_data)
     model.optimizer.build(model.trainable_variables)
@@ -166,7 +168,7 @@ def fit(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, inpu
 
 def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, steps: int,
                    chief: bool) -> list:
-    """The callbacks of one run, in the order :mod:`tflatent.callbacks` requires."""
+    """The callbacks of one run, in the order :mod:`tflatent.training.callbacks` requires."""
     t = config.train
     annealing = cb.KLAnnealing(t.initial_kl_zero, t.kl_rampup_time, t.kl_floor, steps_per_epoch=steps)
     plateau = cb.PlateauLRDecay("val_loss", t.patience, t.lr_decay, active_after=annealing.done,

@@ -1,6 +1,6 @@
 """The elementwise affine flow of the paper's "− NLSq" ablation, as a TFP bijector.
 
-Noise side ε, data side z (``textflow-notes.md`` §2.4, ``--transform_function affine``)::
+Noise side ε, data side z (``docs/reference.md`` §2.4, ``--transform_function affine``)::
 
     z = a + b·ε,   b = exp(v/2)                                          (forward)
     ε = (z − a)/b                                                        (inverse)

@@ -6,7 +6,7 @@ Data side z, noise side ε (TFP direction: ``forward`` = noise → data, ``inver
     ∂ε/∂z = b − 2·c·d·u / (1 + u²)²,   u = d·z + g                      (the slope, > 0)
 
 The map is strictly increasing when |c| < (8√3/9)·b/d, because max_u |u/(1 + u²)²| = 3√3/16.
-The parameterisation of ``from_raw_params`` (``textflow-notes.md`` §2.4) enforces |c| < A·b/d with
+The parameterisation of ``from_raw_params`` (``docs/reference.md`` §2.4) enforces |c| < A·b/d with
 A = 8√3/9 − 0.05, which keeps the slope ≥ 0.0325·b.
 
 ``forward`` (sampling) solves the cubic for z in float64 and casts back. Writing the cubic in
@@ -96,7 +96,7 @@ class NLSq(tfb.AutoCompositeTensorBijector):
           b: linear slope, > 0.
           c: amplitude of the squared term, |c| < (8√3/9)·b/d for invertibility.
           d: scale of the squared term's argument, > 0.
-          g: offset of the squared term's argument (the notes' f), any real.
+          g: offset of the squared term's argument (f in docs/reference.md §2.4), any real.
           validate_args: check b > 0, d > 0 and the bound on |c| at run time.
           name: name scope of the ops.
         """
@@ -113,7 +113,7 @@ class NLSq(tfb.AutoCompositeTensorBijector):
 
     @classmethod
     def from_raw_params(cls, raw_params, validate_args=False, name="nlsq"):
-        """Creates the bijector from unconstrained network outputs (``textflow-notes.md`` §2.4).
+        """Creates the bijector from unconstrained network outputs (``docs/reference.md`` §2.4).
 
         Args:
           raw_params: `[..., D, 5]`, dim-major: ``raw_params[..., i, :]`` = (r0..r4) of dimension i.

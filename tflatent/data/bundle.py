@@ -8,7 +8,7 @@ The data set is prepared by its TFDS builder (:mod:`tflatent.data.ptb_char`,
 loads (prepared again when the source files change), then read into memory: PTB is 5 MB of tokens,
 the music sets at most a few tens of MB of piano rolls.
 
-Derived quantities, as the reference computed them (notes §2.2, §5.3), always from the full splits
+Derived quantities, as the reference computed them (docs/reference.md §2.2, §5.3), always from the full splits
 (``train_limit``/``eval_limit`` only shorten what is batched, so a small run sees the same model sizes):
 
 - ``max_time``, the size of the position features: PTB the longest sequence of train + valid;
@@ -36,7 +36,7 @@ from tflatent.data.vocabulary import PAD_ID, UNK_ID, CharVocabulary
 
 logger = logging.getLogger(__name__)
 
-MUSIC_MAX_TIME_FACTOR = 1.25  # music max_time = int(1.25 · longest train/valid piece), notes §2.2
+MUSIC_MAX_TIME_FACTOR = 1.25  # music max_time = int(1.25 · longest train/valid piece), docs/reference.md §2.2
 _READ_BATCH = 4096  # examples per ragged batch when reading a split into memory
 
 

@@ -1,4 +1,4 @@
-"""The length model p(T): the empirical distribution of sequence lengths (notes §5.3).
+"""The length model p(T): the empirical distribution of sequence lengths (docs/reference.md §5.3).
 
     p(T) = (c_T + k) / Σ_{t=0}^{max_time} (c_t + k),    T ∈ {0, 1, …, max_time},
 

@@ -1,6 +1,6 @@
 """From a split's sequences to ``tf.data`` batches of ``(x, lengths)``, padded batch-major.
 
-Training batches follow the reference's bucketing (torchtext 0.2.3 ``BucketIterator``, notes §6.2):
+Training batches follow the reference's bucketing (torchtext 0.2.3 ``BucketIterator``, docs/reference.md §6.2):
 
 1. shuffle all N examples;
 2. cut the shuffled list into chunks of ``chunk_batches · B`` examples;

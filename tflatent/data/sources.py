@@ -250,7 +250,7 @@ def fingerprint(paths: Sequence[Path]) -> dict[str, str]:
 
 
 def read_ptb_text(path: Path) -> list[str]:
-    """The stripped lines of one word-level PTB file (notes §6.1: ``line.strip()``, nothing else)."""
+    """The stripped lines of one word-level PTB file (docs/reference.md §6.1: ``line.strip()``, nothing else)."""
     data = Path(path).read_bytes()
     if not data:
         raise DataFormatError(f"{path} is empty; expected Mikolov's word-level PTB text")

@@ -1,4 +1,4 @@
-"""Conditioner of an SCF coupling layer, as the reference's ``flows.SCFLayer`` (notes §2.6)."""
+"""Conditioner of an SCF coupling layer, as the reference's ``flows.SCFLayer`` (docs/reference.md §2.6)."""
 
 import keras
 import tensorflow as tf

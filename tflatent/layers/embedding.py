@@ -1,6 +1,6 @@
 """The input embedding, shared with the tied output layer.
 
-Reference notes §3.1 and §3.3. One matrix E [V, size]:
+Reference docs/reference.md §3.1 and §3.3. One matrix E [V, size]:
 
     text   emb(x_t) = E[x_t]                  (a table lookup; x_t a token id)
     music  emb(x_t) = x_t E = Σ_{n active} E_n (x_t an 88-dim {0, 1} frame: the sum of its notes' rows)

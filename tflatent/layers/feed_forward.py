@@ -11,7 +11,7 @@ INIT_SCALE = 0.07
 class FeedForwardNet(keras.layers.Layer):
     """[Dense(hidden_units) → Dropout → activation] × hidden_layers → Dense(output_units).
 
-    Every kernel is U(±init_scale) and every bias 0, as in the reference (``textflow-notes.md`` §1,
+    Every kernel is U(±init_scale) and every bias 0, as in the reference (``docs/reference.md`` §1,
     §2.6). With ``activation=None`` the hidden layers are linear (the reference's 'none', e.g. its
     output network Linear → Linear).
 

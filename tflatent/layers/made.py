@@ -1,4 +1,4 @@
-"""MADE with a context input, as the reference's ``MADE.py`` (``textflow-notes.md`` §2.5, §10.3).
+"""MADE with a context input, as the reference's ``MADE.py`` (``docs/reference.md`` §2.5, §10.3).
 
 Degrees (an input may reach a unit iff unit degree ≥ input degree):
   data input i:        its order o_i (``input_order``, a permutation of 1..D)

@@ -1,6 +1,6 @@
 """Position features: how every network in the model is conditioned on the length T.
 
-Reference notes §2.2 (``utils.make_pos_cond``). For a sequence of length L the feature at step t is the
+Reference docs/reference.md §2.2 (``utils.make_pos_cond``). For a sequence of length L the feature at step t is the
 pair (position t, steps remaining L − 1 − t):
 
     onehot      pos[t] = [one_hot(t, max_T), one_hot(L − 1 − t, max_T)]                 size 2·max_T

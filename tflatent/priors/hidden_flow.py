@@ -1,6 +1,6 @@
 """The within-timestep ("hidden") flow: an H-vector z_t ↔ noise ε_t, conditioned on a context h̃_t.
 
-``textflow-notes.md`` §2.3–2.9. Each of ``num_layers`` layers is an elementwise transform
+``docs/reference.md`` §2.3–2.9. Each of ``num_layers`` layers is an elementwise transform
 (`NLSq`, or `Affine` for the ablation) whose parameters come from a conditioner:
 
   "af"    MADE on the layer's data-side input and the context: ``tfb.MaskedAutoregressiveFlow``.
@@ -10,7 +10,7 @@
           half. Even layers keep the first ⌊D/2⌋ dims (``num_masked = ⌊D/2⌋``), odd layers the last
           ⌊D/2⌋ (``num_masked = −⌊D/2⌋``, which TFP reads as "the last dims"), i.e. the dims of order
           ≤ ⌊D/2⌋ under the same alternating order. The kept half passes through with its gradient
-          (the reference's PyTorch ≥ 1.0 detach, notes §2.6, is not reproduced).
+          (the reference's PyTorch ≥ 1.0 detach, docs/reference.md §2.6, is not reproduced).
   "none"  one elementwise transform whose parameters are a Dense layer of the context only
           (the reference's ``--nohiddenflow``; ``num_layers``, ``hidden_layers`` and
           ``hidden_units`` are unused).

@@ -1,6 +1,6 @@
 """The latent prior p(z_1..z_T | T): a flow in time around a within-timestep ("hidden") flow.
 
-Paper §4 (Figure 4), reference notes §2.3. Each step's vector z_t ∈ R^H is the image of base noise
+Paper §4 (Figure 4), reference docs/reference.md §2.3. Each step's vector z_t ∈ R^H is the image of base noise
 ε_t ~ N(0, I_H) under a hidden flow whose every transform is conditioned on a context h̃_t:
 
     AF in time  (AF/AF, AF/SCF):  z_t = f(ε_t; h̃_t(z_<t)),   log p(z) = Σ_t [log N(ε_t) + log|∂ε_t/∂z_t|]

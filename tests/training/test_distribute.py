@@ -1,0 +1,153 @@
+"""Strategy selection, precision, and data-parallel training that matches one device (subprocesses)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflatent.training import distribute
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(TESTS)
+
+
+def test_none_and_auto_give_the_default_strategy_on_a_cpu():
+    for name in ("none", "auto"):
+        strategy = distribute.make_strategy(name)
+        assert strategy is tf.distribute.get_strategy()
+        assert distribute.is_chief(strategy)
+        assert distribute.global_batch_size(5, strategy) == 5
+
+
+def test_bad_requests_say_what_to_do(monkeypatch):
+    with pytest.raises(ValueError, match="'gpus' is not allowed; choose one of: auto, none, mirrored"):
+        distribute.make_strategy("gpus")
+    with pytest.raises(ValueError, match="found no GPU.*set train.logical_cpus"):
+        distribute.make_strategy("mirrored")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
+        distribute.make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", '{"task": {}}')
+    with pytest.raises(ValueError, match="is not a cluster description"):
+        distribute.make_strategy("multi_worker")
+
+
+def test_splitting_the_cpu_after_tensorflow_started_explains_the_fix():
+    tf.constant(1.0)  # TensorFlow's devices are initialised from here on
+    count = len(tf.config.list_logical_devices("CPU")) + 1
+    with pytest.raises(RuntimeError, match="already initialised its devices.*fresh process"):
+        distribute.make_strategy("mirrored", logical_cpus=count)
+
+
+def test_mixed_precision_is_ignored_with_a_warning_on_a_cpu():
+    try:
+        with pytest.warns(UserWarning, match="no GPU or TPU: training in float32"):
+            policy = distribute.set_precision(True, tf.distribute.get_strategy())
+        assert policy == keras.mixed_precision.global_policy().name == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from tflatent.training import distribute
+    from tflatent.training import optimizers
+    mirrored = distribute.make_strategy("mirrored", logical_cpus=2)
+    import keras, numpy as np, tensorflow as tf
+    from standin_model import StandInBundle, StandInModel
+    from tflatent.config import TrainConfig
+
+    data = StandInBundle(music=True).batches("train", False, batch_size=8)
+    adam = TrainConfig(learning_rate=0.1, clip_norm=0.05)  # the clip is active at every step
+    sgd = TrainConfig(optimizer="sgd", learning_rate=1.0, clip_norm=0.05)
+
+    def train(strategy, make_optimizer):
+        with strategy.scope():
+            model = StandInModel(88, music=True)
+            model.compile(optimizer=make_optimizer())
+        history = model.fit(data, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False).history
+        weights = [tf.convert_to_tensor(v.value).numpy().ravel() for v in model.trainable_variables]
+        return history["loss"][0], np.concatenate(weights)
+
+    default = tf.distribute.get_strategy()
+    one_loss, one_weights = train(default, lambda: optimizers.make_optimizer(adam))
+    two_loss, two_weights = train(mirrored, lambda: optimizers.make_optimizer(adam))
+    _, one_sgd = train(default, lambda: optimizers.make_optimizer(sgd))
+    _, two_sgd = train(mirrored, lambda: optimizers.make_optimizer(sgd))
+    _, keras_sgd = train(mirrored, lambda: keras.optimizers.SGD(1.0, global_clipnorm=0.05))
+    try:
+        with mirrored.scope():
+            optimizers.make_optimizer(TrainConfig(grad_accum=2))
+        accumulation = "accepted"
+    except ValueError as err:
+        accumulation = str(err)
+    print(json.dumps({{"replicas": mirrored.num_replicas_in_sync, "one_loss": one_loss, "two_loss": two_loss,
+                      "weights_diff": float(np.abs(one_weights - two_weights).max()),
+                      "sgd_diff": float(np.abs(one_sgd - two_sgd).max()),
+                      "keras_diff": float(np.abs(one_sgd - keras_sgd).max()),
+                      "accumulation": accumulation}}))
+""")
+
+
+def _run(args, env=None, timeout=240):
+    return subprocess.run(args, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_steps_mirrored_over_two_logical_cpus_match_one_device():
+    done = _run([sys.executable, "-c", MIRRORED.format(tests=TESTS)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["two_loss"] == pytest.approx(result["one_loss"], rel=1e-6)
+    assert result["weights_diff"] < 1e-6 and result["sgd_diff"] < 1e-6
+    # Keras's own clipping bounds each replica's share instead of the global gradient: a larger step.
+    assert result["keras_diff"] > 0.01
+    assert "train.grad_accum = 2 cannot run on 2 replicas" in result["accumulation"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _weights(path):
+    values = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, item: values.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return values
+
+
+@pytest.mark.slow
+def test_two_workers_train_together_and_agree_on_the_weights(tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    command = [sys.executable, os.path.join(TESTS, "standin_model.py"), "train",
+               "--config", os.path.join(REPO, "configs", "jsb_chorales_af_af_small.yaml"),
+               "--run-dir", str(tmp_path / "run"), "--set", "train.distribute=multi_worker",
+               "--set", "train.epochs=2", "--set", "train.nll_every=1", "--set", "train.verbose=2"]
+    workers = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
+                                    {"cluster": cluster, "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    assert "2 replica(s) x batch 5 = global batch 10" in outputs[0]
+    chief = _weights(tmp_path / "run" / "backup" / "latest.weights.h5")
+    other = _weights(tmp_path / "run" / "workers" / "1" / "backup" / "latest.weights.h5")
+    assert chief.keys() == other.keys() and len(chief) > 2
+    for name in chief:
+        np.testing.assert_array_equal(chief[name], other[name])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["status"], summary["epochs_completed"], summary["replicas"]) == ("completed", 2, 2)
+    assert not (tmp_path / "run" / "workers" / "1" / "checkpoints" / "best.weights.h5").exists()

@@ -1,0 +1,162 @@
+"""The emission p(x | z): each x_t independent given z, from z_t and BiLSTM states of the rest of z.
+
+Paper §5 and reference docs/reference.md §3.3 (``GenerativeBlock.apply_bilstm`` and ``DFModel.outp_ff``):
+
+    (h→_t, h←_t) = BiLSTM([z_t, pos[t]])                       2 layers, packed by length
+    u_t = [z_t, h→_{t−1}, h←_{t+1}]                            h→_{−1} = 0; h←_{L} = 0
+    logits_t = (W u_t + b) Eᵀ + c                              W ~ U(±0.07), b = 0, c = 0 initially
+    p(x_t | z) = Categorical(logits_t)                         text
+               = Π_{n=1}^{V} Bernoulli(x_{t,n}; σ(logits_{t,n})) music (V = 88)
+
+z_t enters u_t directly. With one BiLSTM layer the states have not read z_t (h→_{t−1} has read
+z_<t, h←_{t+1} has read z_>t). With the reference's two stacked layers (a PyTorch
+``LSTM(num_layers=2, bidirectional=True)``, kept here) the second layer reads both directions of the
+first, so both top-layer states at t depend on every z_s of the sequence, z_t included: the shift
+removes only the direct path. There is no nonlinearity between W and Eᵀ (the reference's
+FeedForwardNet with 'none'); E is the input embedding (tied output), c its own bias.
+
+The reference's music frames carry an extra always-zero "pad" column whose Bernoulli term it includes
+in the loss; here frames are the 88 notes only, so that (near-zero, learned) term is absent.
+
+Shapes: z [S, B, T, Z] (or [B, T, Z]); lengths [B]; logits [S, B, T, V]; per-step log p [S, B, T].
+The S samples are folded into the LSTM's batch; the position features are projected once per sequence.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.lstm import LSTMStack
+from tflatent.seeds import stateless_seed
+
+tfd = tfp.distributions
+
+
+def emission_distribution(logits, music):
+    """p(x_t | ·) from logits [..., V]: Categorical over V ids (text) or V independent Bernoullis (music).
+
+    ``log_prob`` of a text x [...] int32 or a music frame x [..., V] float32 gives [...] (batch shapes
+    broadcast, e.g. logits [S, B, T, V] against x [B, T]); ``sample`` gives x of the same kind.
+    """
+    if music:
+        return tfd.Independent(tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=1)
+    return tfd.Categorical(logits=logits, dtype=tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="tflatent")
+class EmissionNetwork(keras.layers.Layer):
+    """p(x | z): (z, lengths) → logits [S, B, T, V]; ``log_prob`` and ``decode`` on top.
+
+    Args:
+      vocab_size: V, token ids (text) or 88 (music).
+      z_size: Z.
+      hidden_size: H, the BiLSTM's units per direction; also the width of W when the output is untied.
+      num_layers: BiLSTM layers.
+      music: whether x is a frame of independent Bernoullis (else a Categorical token).
+      position: the ``PositionFeatures`` shared by the model's networks.
+      embedding: the ``SequenceEmbedding`` whose matrix is the tied output (then W maps to its size;
+        the reference maps to hidden_size, which tying forces to equal it), or None for an untied
+        output Linear(H → V) (U(±0.07), bias 0).
+      dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_outp").
+      output_dropout: dropout after W (reference location "outp_ff").
+      lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
+    """
+
+    def __init__(self, vocab_size, z_size, hidden_size=500, num_layers=2, *, music=False, position,
+                 embedding=None, dropout=0.0, output_dropout=0.0, lstm_init="pytorch", **kwargs):
+        super().__init__(**kwargs)
+        if embedding is not None and (embedding.vocab_size != vocab_size or embedding.music != music):
+            raise ValueError(f"EmissionNetwork(vocab_size={vocab_size}, music={music}) cannot tie its output "
+                             f"to an embedding with vocab_size={embedding.vocab_size}, music={embedding.music}")
+        self.vocab_size = int(vocab_size)
+        self.z_size = int(z_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.music = bool(music)
+        self.dropout_rate = float(dropout)
+        self.output_dropout_rate = float(output_dropout)
+        self.lstm_init = lstm_init
+        self.position = position
+        self.embedding = embedding
+        self.rnn = LSTMStack(hidden_size, num_layers, bidirectional=True, dropout_between_layers=dropout,
+                             init=lstm_init, name="bilstm")
+        self.rnn_dropout = keras.layers.Dropout(dropout)
+        width = hidden_size if embedding is None else embedding.size
+        self.projection = keras.layers.Dense(
+            width, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE), name="projection")
+        self.output_dropout = keras.layers.Dropout(output_dropout)
+        if embedding is None:
+            self.output_layer = keras.layers.Dense(
+                vocab_size, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE),
+                name="output")
+
+    def build(self, input_shape=None):
+        self.rnn.build((None, None, self.z_size), (None, None, self.position.feature_size))
+        self.projection.build((None, self.z_size + 2 * self.hidden_size))
+        if self.embedding is None:
+            self.output_layer.build((None, self.projection.units))
+        else:
+            if not self.embedding.built:
+                self.embedding.build()
+            self.output_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="output_bias")
+        self.built = True
+
+    def features(self, z, lengths, training=False):
+        """u_t = [z_t, h→_{t−1}, h←_{t+1}]: z [S, B, T, Z] (or [B, T, Z]) → [S, B, T, Z + 2H]."""
+        num_steps = tf.shape(z)[-2]
+        forward, backward = self.rnn(z, mask=tf.sequence_mask(lengths, num_steps),
+                                     context=self.position(lengths, num_steps), training=training)
+        forward = self.rnn_dropout(forward, training=training)
+        backward = self.rnn_dropout(backward, training=training)  # zero at padding, so h←_L = 0
+        zeros = tf.zeros_like(forward[..., :1, :])
+        return tf.concat([z,
+                          tf.concat([zeros, forward[..., :-1, :]], axis=-2),  # h→_{t−1}
+                          tf.concat([backward[..., 1:, :], zeros], axis=-2)],  # h←_{t+1}
+                         axis=-1)
+
+    def call(self, z, lengths, training=False):
+        """(z [S, B, T, Z] or [B, T, Z], lengths [B]) → logits [S, B, T, V] (or [B, T, V])."""
+        h = self.output_dropout(self.projection(self.features(z, lengths, training=training)), training=training)
+        if self.embedding is None:
+            return self.output_layer(h)
+        return self.embedding.reverse(h) + self.output_bias
+
+    def log_prob(self, x, z, lengths, training=False):
+        """log p(x_t | z) per step: x [B, T] (or [B, T, V]) against z [S, B, T, Z] → [S, B, T], 0 at padding."""
+        log_p = emission_distribution(self(z, lengths, training=training), self.music).log_prob(x)
+        return log_p * tf.sequence_mask(lengths, tf.shape(log_p)[-1], dtype=log_p.dtype)
+
+    def decode(self, z, lengths, sample=False, seed=None):
+        """x from z: the mode (argmax token, or notes with p > 0.5, as the reference) or a sample.
+
+        Returns x [..., B, T] int32 (text) or [..., B, T, V] float32 (music), zero at padding.
+        ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``); used only when sampling.
+        """
+        logits = self(z, lengths)
+        if sample:
+            x = emission_distribution(logits, self.music).sample(seed=stateless_seed(seed))
+        elif self.music:
+            x = tf.cast(logits > 0.0, tf.float32)
+        else:
+            x = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        mask = tf.sequence_mask(lengths, tf.shape(logits)[-2], dtype=x.dtype)
+        return x * (mask[..., None] if self.music else mask)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "z_size": self.z_size,
+                "hidden_size": self.hidden_size, "num_layers": self.num_layers, "music": self.music,
+                "dropout": self.dropout_rate, "output_dropout": self.output_dropout_rate,
+                "lstm_init": self.lstm_init, "position": keras.saving.serialize_keras_object(self.position),
+                "embedding": None if self.embedding is None
+                else keras.saving.serialize_keras_object(self.embedding)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("embedding", "position"):
+            if config[key] is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

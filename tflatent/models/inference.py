@@ -1,0 +1,108 @@
+"""The inference network q(z | x): a BiLSTM over the embedded sequence and a diagonal Gaussian per step.
+
+Paper §5 and reference docs/reference.md §3.2 (``InferenceBlock``). With e_t the embedding of x_t and pos[t] the
+position features,
+
+    (h→_t, h←_t) = BiLSTM([e_t, pos[t]])                        2 layers, packed by length
+    [μ_{t,1}, log σ²_{t,1}, μ_{t,2}, log σ²_{t,2}, ...] = W [h→_t, h←_t] + b     W ~ U(±0.07), b = 0
+    q(z | x) = Π_t N(z_t; μ_t, diag σ_t²)
+
+The head's outputs alternate (μ, log σ²) per dimension, as the reference reshapes them to [..., Z, 2].
+There is no clamp on log σ², no minimum variance and no free bits. log q is computed from z itself
+(not from the noise ε), as a Monte-Carlo term of the KL:
+
+    log q(z_t | x) = −½ Σ_d [log 2π + log σ²_{t,d} + (z_{t,d} − μ_{t,d})² / σ²_{t,d}]
+
+Shapes: x [B, T] int32 or [B, T, V] float32; lengths [B]; μ, log σ² [B, T, Z]; samples z [S, B, T, Z].
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.lstm import LSTMStack
+from tflatent.seeds import stateless_seed
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@keras.saving.register_keras_serializable(package="tflatent")
+class InferenceNetwork(keras.layers.Layer):
+    """q(z | x): (x, lengths) → (μ, log σ²), each [B, T, Z].
+
+    Args:
+      z_size: Z.
+      hidden_size: H, the BiLSTM's units per direction.
+      num_layers: BiLSTM layers.
+      embedding: the ``SequenceEmbedding`` shared with the emission's tied output.
+      position: the ``PositionFeatures`` shared by the model's networks.
+      dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_x").
+      lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
+    """
+
+    def __init__(self, z_size, hidden_size=500, num_layers=2, *, embedding, position, dropout=0.0,
+                 lstm_init="pytorch", **kwargs):
+        super().__init__(**kwargs)
+        self.z_size = int(z_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.dropout_rate = float(dropout)
+        self.lstm_init = lstm_init
+        self.embedding = embedding
+        self.position = position
+        self.rnn = LSTMStack(hidden_size, num_layers, bidirectional=True, dropout_between_layers=dropout,
+                             init=lstm_init, name="bilstm")
+        self.dropout = keras.layers.Dropout(dropout)
+        self.head = keras.layers.Dense(
+            2 * z_size, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE),
+            name="head")
+
+    def build(self, input_shape=None):
+        if not self.embedding.built:
+            self.embedding.build()
+        self.rnn.build((None, None, self.embedding.size), (None, None, self.position.feature_size))
+        self.head.build((None, None, 2 * self.hidden_size))
+        self.built = True
+
+    def call(self, x, lengths, training=False):
+        """(x [B, T] or [B, T, V], lengths [B]) → (μ, log σ²), each [B, T, Z]."""
+        num_steps = tf.shape(x)[1]
+        forward, backward = self.rnn(
+            self.embedding(x, training=training), mask=tf.sequence_mask(lengths, num_steps),
+            context=self.position(lengths, num_steps), training=training)
+        h = self.dropout(tf.concat([forward, backward], axis=-1), training=training)
+        params = tf.reshape(self.head(h), tf.concat([tf.shape(h)[:-1], [self.z_size, 2]], axis=0))
+        return params[..., 0], params[..., 1]
+
+    def sample(self, mu, logvar, num_samples, seed=None):
+        """z = μ + σ ε, ε ~ N(0, I), and log q(z_t | x): → (z [S, B, T, Z], log q [S, B, T]).
+
+        ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``).
+        """
+        shape = tf.concat([[num_samples], tf.shape(mu)], axis=0)
+        # Philox explicitly: the default algorithm differs with and without XLA for the same seed.
+        eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed), dtype=mu.dtype, alg="philox")
+        z = mu + tf.exp(0.5 * logvar) * eps
+        return z, self.log_prob(z, mu, logvar)
+
+    @staticmethod
+    def log_prob(z, mu, logvar):
+        """log q(z_t | x) summed over the Z dims: z [..., T, Z] against μ, log σ² [B, T, Z] → [..., T]."""
+        return -0.5 * tf.reduce_sum(_LOG_2PI + logvar + tf.square(z - mu) * tf.exp(-logvar), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "z_size": self.z_size, "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers, "dropout": self.dropout_rate, "lstm_init": self.lstm_init,
+                "embedding": keras.saving.serialize_keras_object(self.embedding),
+                "position": keras.saving.serialize_keras_object(self.position)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("embedding", "position"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

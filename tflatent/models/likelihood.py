@@ -1,0 +1,112 @@
+"""Importance-sampled likelihood and the units the paper reports.
+
+Reference docs/reference.md §5.1 and §5.4. With K samples z⁽ᵏ⁾ ~ q(z | x) and the log importance weights
+
+    w⁽ᵏ⁾ = Σ_{t<T} [log p(x_t | z⁽ᵏ⁾) + log p(z_t⁽ᵏ⁾ | z_<t⁽ᵏ⁾, T) − log q(z_t⁽ᵏ⁾ | x)]
+
+the estimate is log p̂(x | T) = logsumexp_k w⁽ᵏ⁾ − log K, and over a split
+
+    NLL = −Σ_i [log p̂(x_i | T_i) + log p(T_i)] / Σ_i (T_i + 1)
+
+in nats per token (text) or nats per frame (music: the same formula, per time step, not per note);
+the "+1" stands in for an end-of-sequence token. Bits per character = NLL / ln 2.
+
+The K samples are drawn in chunks so that memory stays bounded; the chunks combine exactly, since
+logsumexp over all K equals logsumexp over the chunks' logsumexps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+
+def log_mean_exp(log_weights, axis=0):
+    """log (1/K) Σ_k exp(w_k) along ``axis`` (the K samples): [K, B] → [B]."""
+    log_weights = tf.convert_to_tensor(log_weights)
+    num = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
+    return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(num)
+
+
+def importance_sampled_log_likelihood(log_weight_fn, num_samples, chunk_size):
+    """log p̂(x | T) [B] from ``num_samples`` importance samples drawn ``chunk_size`` at a time.
+
+    Args:
+      log_weight_fn: k (a Python int) → log weights [k, B] of k fresh samples (e.g. a model's
+        ``log_weights(x, lengths, k)``).
+      num_samples: K.
+      chunk_size: samples per call; the last chunk takes the remainder.
+
+    Returns:
+      logsumexp over all K weights − log K, [B]. Under ``tf.function`` each chunk waits for the
+      previous one (control dependencies), so at most one chunk's tensors are alive at a time.
+    """
+    if num_samples < 1 or chunk_size < 1:
+        raise ValueError(f"importance sampling needs num_samples >= 1 and chunk_size >= 1; got "
+                         f"num_samples={num_samples}, chunk_size={chunk_size} (config: train.nll_samples, "
+                         "train.nll_chunk)")
+    sizes = [chunk_size] * (num_samples // chunk_size)
+    if num_samples % chunk_size:
+        sizes.append(num_samples % chunk_size)
+    chunk_totals = []  # logsumexp of each chunk, [B] each
+    for size in sizes:
+        with tf.control_dependencies(chunk_totals[-1:]):
+            chunk_totals.append(tf.reduce_logsumexp(log_weight_fn(size), axis=0))
+    return tf.reduce_logsumexp(tf.stack(chunk_totals), axis=0) - math.log(num_samples)
+
+
+def normaliser(lengths):
+    """Σ (T + 1): the number of tokens (or frames) a split's NLL is divided by."""
+    return tf.reduce_sum(tf.cast(lengths, tf.float64) + 1.0)
+
+
+def nats_per_token(log_likelihood, lengths):
+    """−Σ log p̂(x, T) / Σ (T + 1) for per-sequence log p̂(x | T) + log p(T) [B] (nats per frame for music)."""
+    return -tf.reduce_sum(tf.cast(log_likelihood, tf.float64)) / normaliser(lengths)
+
+
+def bits_per_character(nats):
+    """Nats per token → bits per character (text)."""
+    return nats / math.log(2.0)
+
+
+class LikelihoodAccumulator:
+    """Sums −log p̂(x, T) and Σ (T + 1) over the batches of a split, in float64.
+
+    ``update`` takes eager tensors or arrays: the per-sequence log p̂(x | T) + log p(T) [B] and the
+    lengths [B]. A sequence with log p̂ = −inf (e.g. a length p(T) never saw) makes the result inf,
+    as in the reference.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.neg_log_likelihood = 0.0
+        self.tokens = 0
+        self.sequences = 0
+
+    def update(self, log_likelihood, lengths):
+        lengths = np.asarray(lengths, dtype=np.int64)
+        self.neg_log_likelihood -= float(np.sum(np.asarray(log_likelihood, dtype=np.float64)))
+        self.tokens += int(np.sum(lengths + 1))
+        self.sequences += int(lengths.size)
+
+    def result(self, music=False):
+        """{"nll": nats per token, "bpc" (text) or "nats_per_frame" (music), "sequences", "tokens"}."""
+        if not self.tokens:
+            raise ValueError("LikelihoodAccumulator.result() before any update: the split was empty")
+        nats = self.neg_log_likelihood / self.tokens
+        unit = {"nats_per_frame": nats} if music else {"bpc": bits_per_character(nats)}
+        return {"nll": nats, **unit, "sequences": self.sequences, "tokens": self.tokens}
+
+
+def evaluate_split(log_likelihood_fn, batches, music=False):
+    """``LikelihoodAccumulator.result`` over (x, lengths) batches, with
+    ``log_likelihood_fn(x, lengths) -> log p̂(x | T) + log p(T) [B]``."""
+    accumulator = LikelihoodAccumulator()
+    for x, lengths in batches:
+        accumulator.update(log_likelihood_fn(x, lengths), lengths)
+    return accumulator.result(music)

@@ -1,0 +1,1 @@
+"""Training machinery: distribution strategies, optimizers, callbacks and run directories."""

@@ -1,0 +1,95 @@
+"""The reference's optimizers (``docs/reference.md`` §4.4) as Keras 3 optimizers, and resetting them.
+
+* Flow models: Adam, lr 1e−3, (β₁, β₂) = (0.9, 0.999), ε = 1e−8 (PyTorch's defaults; Keras's ε is
+  1e−7). Keras folds the bias correction into the step size, ``θ −= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε)``,
+  which equals PyTorch's update with ε scaled by 1/√(1−β₂ᵗ): 3e−7 at step 1, 1e−8 after a few
+  thousand steps. The difference only matters while √v is of the order of ε.
+* Baselines: SGD, lr 20, no momentum.
+* Both clip the global gradient norm to ``clip_norm`` (0.25) before every step. With
+  ``grad_accum = k > 1`` they step once per k batches on the mean of the k gradients, clipped after
+  averaging: Keras's ``gradient_accumulation_steps``, which is what the reference's k backward passes
+  of ``loss / k`` followed by one clipped step compute. It works with a custom ``train_step`` because
+  the accumulation happens inside ``optimizer.apply`` -- on one device only: under a multi-replica
+  ``tf.distribute`` strategy Keras 3.15 fails ("merge_call called while defining a new graph"), since
+  it applies the update inside a ``cond``. There, a per-replica batch of B·k/N sequences on N
+  replicas gives the same mean gradient; :func:`make_optimizer` says so.
+
+Under a ``tf.distribute`` strategy Keras 3 clips each replica's gradient *before* the cross-replica
+sum, so ``global_clipnorm`` would bound every replica's share rather than the gradient of the global
+batch (with N replicas the step could be N times the clip). :class:`CrossReplicaClipping` computes the
+norm of the summed gradient and scales every share by the same factor, so a distributed step equals
+the single-device step on the same global batch.
+
+:func:`reset_state` zeroes the moments, accumulators and step counter in place: the reference
+rebuilds its optimizer on each learning-rate decay and after loading a checkpoint.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPSILON = 1e-8
+
+
+class CrossReplicaClipping:
+    """Mixin: ``global_clipnorm`` over the gradient summed across replicas.
+
+    ``g_r`` is replica r's gradient of its share of the loss (already divided by the global batch),
+    so the global gradient is ``g = Σ_r g_r``. Every replica returns ``g_r · min(1, c / ‖g‖)``; the
+    optimizer's own sum then gives the clipped global gradient ``g · min(1, c / ‖g‖)``. A non-finite
+    norm makes the scale NaN, as Keras's own clipping does, so a NaN is never hidden.
+    """
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
+            return super()._clip_gradients(grads)
+        present = [g for g in grads if g is not None]
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
+        norm = tf.linalg.global_norm(total)
+        clip = tf.cast(self.global_clipnorm, norm.dtype)
+        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
+
+class Adam(CrossReplicaClipping, keras.optimizers.Adam):
+    """Keras Adam with the global-norm clipping of :class:`CrossReplicaClipping`."""
+
+
+class SGD(CrossReplicaClipping, keras.optimizers.SGD):
+    """Keras SGD with the global-norm clipping of :class:`CrossReplicaClipping`."""
+
+
+def make_optimizer(config) -> keras.optimizers.Optimizer:
+    """Builds the optimizer of a ``TrainConfig`` (create it inside the strategy's scope)."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if config.grad_accum > 1 and replicas > 1:
+        raise ValueError(
+            f"train.grad_accum = {config.grad_accum} cannot run on {replicas} replicas: Keras 3's gradient "
+            "accumulation fails under tf.distribute. Set train.grad_accum = 1 and data.batch_size to "
+            f"batch_size x {config.grad_accum} / {replicas} for the same mean gradient per step")
+    common = dict(
+        learning_rate=config.learning_rate,
+        global_clipnorm=config.clip_norm,
+        gradient_accumulation_steps=config.grad_accum if config.grad_accum > 1 else None,
+    )
+    if config.optimizer == "adam":
+        return Adam(beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=ADAM_EPSILON, **common)
+    if config.optimizer == "sgd":
+        return SGD(momentum=0.0, **common)
+    raise ValueError(f"train.optimizer = {config.optimizer!r} is not allowed; choose one of: adam, sgd")
+
+
+def reset_state(optimizer: keras.optimizers.Optimizer) -> None:
+    """Zeroes every state variable but the learning rate, in place (as if the optimizer were rebuilt).
+
+    For Adam: the step counter (so the bias correction restarts), the first and second moments and
+    any gradient accumulators. A ``LossScaleOptimizer`` keeps its loss scale; its inner optimizer is
+    reset.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    for variable in inner.variables:
+        if variable is not inner.learning_rate:
+            variable.assign(tf.zeros(variable.shape, variable.dtype))

@@ -1,0 +1,1 @@
+"""Hyper-parameter search: search spaces and the KerasTuner driver."""
