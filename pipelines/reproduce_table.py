@@ -50,7 +50,7 @@ import sys
 import time
 from typing import Optional
 
-from pipelines import provenance
+from pipelines import curves, provenance
 from tflatent import config as config_lib
 from tflatent.json_files import read_json
 
@@ -112,6 +112,9 @@ class Row:
     train_seconds: Optional[float] = None
     evaluate_seconds: Optional[float] = None
     samples: Optional[int] = None  # importance samples K of the evaluation
+    epochs: Optional[int] = None  # epochs trained (the config's, or fewer after early stopping)
+    config_values: dict = dataclasses.field(default_factory=dict)  # the resolved config, as a dict
+    curve: list = dataclasses.field(default_factory=list)  # curves.read_curve of the run
     commands: list = dataclasses.field(default_factory=list)
 
     @property
@@ -228,6 +231,7 @@ def figures(table: int, record: dict) -> dict:
 def run_row(row: Row, table: int, samples: Optional[int], missing: dict) -> None:
     """Trains (unless finished) and evaluates (unless done) one row, filling its status and figures."""
     config = config_lib.load(row.config, row.overrides + row.user_overrides)
+    row.config_values = config.to_dict()
     row.commands = [shlex.join(train_command(row)), shlex.join(evaluate_command(row, samples))]
     if row.dataset not in missing:
         missing[row.dataset] = data_missing(config)
@@ -245,6 +249,8 @@ def run_row(row: Row, table: int, samples: Optional[int], missing: dict) -> None
     else:
         print(f"{row.run_dir}: finished run, reused", flush=True)
     row.train_seconds = summary.get("total_seconds")
+    row.epochs = summary.get("epochs_completed")
+    row.curve = curves.read_curve(row.run_dir)
     k = samples or config.train.nll_samples
     record = evaluation_finished(row, k)
     if record is None:
@@ -288,11 +294,11 @@ def markdown(table: int, scale: str, rows: list[Row], seconds: float) -> str:
                 ours = row.status if row.status != "done" and term == "nll" else _number(row.ours.get(term))
                 cells += [ours, _number(row.paper[term])]
             lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    lines += ["", "| Row | Config | Status | Train (s) | Evaluate (s) | K |", "|---|---|---|---:|---:|---:|"]
+    lines += ["", "| Row | Config | Status | Epochs | Train (s) | Evaluate (s) | K |", "|---|---|---|---:|---:|---:|---:|"]
     for row in rows:
         config = os.path.relpath(row.config, REPO) + "".join(f" --set {o}" for o in row.overrides)
         status = row.status + (f": {row.message}" if row.message else "")
-        lines.append(f"| {row.label}, {row.dataset} | `{config}` | {status} | "
+        lines.append(f"| {row.label}, {row.dataset} | `{config}` | {status} | {row.epochs or '—'} | "
                      f"{_number(row.train_seconds)} | {_number(row.evaluate_seconds)} | "
                      f"{'—' if row.samples is None or row.key == 'lstm' else row.samples} |")
     extra = rows[0].user_overrides if rows else []
@@ -318,7 +324,18 @@ def write_outputs(out: str, table: int, scale: str, rows: list[Row], samples: Op
     text = markdown(table, scale, rows, seconds)
     with open(os.path.join(out, f"table{table}.md"), "w") as f:
         f.write(text)
+    for dataset in dict.fromkeys(row.dataset for row in rows):
+        shown = [row for row in rows if row.dataset == dataset and row.curve]
+        if shown:
+            curves.plot_curves({row.label: row.curve for row in shown}, os.path.join(out, f"curves_{dataset}.png"),
+                               title=f"{dataset}, scale {scale}", unit=UNITS[table], scale=curve_scale(table),
+                               paper={row.label: row.paper["nll"] for row in shown})
     return result
+
+
+def curve_scale(table: int) -> float:
+    """Factor from the logged validation NLL (nats per token) to the table's unit."""
+    return 1.0 if table == 3 else 1.0 / math.log(2.0)
 
 
 # ---------------------------------------------------------------------------- command line

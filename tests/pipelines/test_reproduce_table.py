@@ -94,6 +94,9 @@ def test_table3_end_to_end_with_a_missing_data_set_and_reuse(tmp_path, data_dir,
     assert jsb["ours"]["nll"] == evaluation["nats_per_frame"]
     table = (out / "table3.md").read_text()
     assert "| LSTM | " in table and "8.17" in table and "missing data" in table
+    assert jsb["epochs"] == 1 and jsb["config_values"]["model"]["hidden_size"] == 8
+    assert [p["epoch"] for p in jsb["curve"]] == [0] and jsb["curve"][0]["val_nll"] > 0
+    assert jsb["curve"][0]["seconds"] > 0 and (out / "curves_jsb_chorales.png").stat().st_size > 0
 
     def no_more_commands(command):
         raise AssertionError(f"a finished run was run again: {command}")
