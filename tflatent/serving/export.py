@@ -1,66 +1,11 @@
 """Export a trained run for serving: ``python -m tflatent.export --run runs/<name> --out saved_models/<name>``.
 
-Writes a SavedModel in the layout TF Serving watches, ``<out>/<version>/``: every export takes the next
-integer version (1 + the largest present) and never touches an earlier one. A version is written under
-a hidden temporary name and renamed when complete, so a server watching ``<out>`` never loads half a
-model. Options: ``--checkpoint`` best (default) | latest | a ``*.weights.h5`` file; ``--samples K`` and
-``--chunk C``, the importance samples of the likelihood and how many are drawn at a time (default: the
-run's ``train.nll_samples`` and ``train.nll_chunk``).
-
-The model is rebuilt as ``evaluate`` and ``generate`` rebuild it (:func:`tflatent.cli.open_run`),
-from the run's ``config.yaml`` and its data set, which gives the vocabulary, ``max_time`` and p(T). The run
-directory holds none of these, and rebuilding them from the data keeps one way of building a model. The
-SavedModel then carries all of them (p(T) and ``max_time`` in the graph, the vocabulary and config as
-assets), so serving needs neither tflatent nor the data.
-
-Signatures (N samples, B sequences, T steps; ``x`` is token ids int32 [·, T] for text, 0/1 frames
-float32 [·, T, 88] for music, column k = MIDI pitch k + 21, zero beyond each length):
-
-============================  ====================================  ==========================================
-signature                     inputs                                outputs
-============================  ====================================  ==========================================
-``serving_default`` (sample)  ``lengths`` int32 [N],                ``x``, ``lengths`` int32 [N]
-                              ``temperature`` float32 [],
-                              ``seed`` int32 []
-``log_likelihood``            ``x``, ``lengths`` int32 [B],         ``log_likelihood`` float32 [B],
-                              ``seed`` int32 [] (flow models)       ``nll_per_token`` float32 [B]
-``encode`` (flow models)      ``x``, ``lengths`` int32 [B]          ``z_mean``, ``z_log_variance``
-                                                                    float32 [B, T, Z], zero at padding
-``metadata``                  (none)                                ``metadata`` string [] (JSON),
-                                                                    ``config`` string [] (YAML)
-============================  ====================================  ==========================================
-
-- sample: one sequence per entry of ``lengths`` (each 1..max_time). Flow models decode the mode of
-  p(x | z) (the reference's samples) from z ~ p(z | T) with base noise ε ~ N(0, temperature²·I); IAF/SCF
-  draws every step at once, AF priors run their sequential loop. The LSTM baseline samples x_t from
-  logits / temperature. ``seed`` s is the stateless seed [s, 0], tflatent's ``seed=s``: a flow model's
-  samples equal ``model.generate(lengths, temperature=t, seed=s)``. The baseline's loop runs without
-  XLA here, so its draw has ``generate``'s distribution but not its exact values.
-- log_likelihood: log p̂(x | T) + log p(T) per sequence, with K importance samples (fixed at export,
-  in ``metadata.json``) drawn with the stateless seed [seed, 0], so equal inputs give equal answers.
-  The LSTM baseline's likelihood is exact and takes no ``seed``. ``nll_per_token`` = −log_likelihood / (T + 1),
-  one sequence's nats per token (per frame for music); a corpus figure is Σ −log_likelihood / Σ (T + 1).
-- encode: the means and log-variances of q(z | x). The LSTM baseline has no latent z and no ``encode``.
-
-Assets (``<version>/assets/``): ``metadata.json`` (the model kind, ``max_time``, K, the signatures, and
-for text the vocabulary ``vocabulary`` with ``pad_id`` 0 and ``unk_id`` 1, for music ``pitch_offset``
-21) and ``config.yaml`` (the run's resolved config). The ``metadata`` signature returns both files.
-
-Bad input raises ``InvalidArgumentError`` from inside the graph, naming the input: a length < 1 or
-> max_time, no lengths, a temperature ≤ 0, x with another batch size than lengths or fewer steps than
-the longest length, a token id outside [0, V), a music frame not 88 wide or with a value other than 0/1.
-
-REST (TF Serving's API, and ``python -m tflatent.serve``), columnar format::
-
-    POST /v1/models/<name>:predict
-    {"inputs": {"lengths": [32, 32], "temperature": 1.0, "seed": 7}}
-    → {"outputs": {"x": [[...], [...]], "lengths": [32, 32]}}
-    {"signature_name": "log_likelihood", "inputs": {"x": [[5, 9, 2]], "lengths": [3], "seed": 0}}
-    → {"outputs": {"log_likelihood": [-14.2], "nll_per_token": [3.55]}}
-
-The row format (``{"instances": [...]}``) needs every input to have the batch as its first dimension,
-so it serves ``encode`` and the baseline's ``log_likelihood`` (instances ``{"x": [...], "lengths": T}``)
-but not the signatures with a scalar ``temperature`` or ``seed``.
+Writes the next integer version ``<out>/<version>/`` of a SavedModel (never touching an earlier one)
+with the signatures ``serving_default`` (sampling), ``log_likelihood``, ``encode`` (flow models) and
+``metadata``, and the assets ``metadata.json`` and ``config.yaml``, so that serving needs neither
+tflatent nor the data. The signatures' inputs and outputs (dtypes, shapes), the input checks, the
+options, REST examples and how to serve the folder with TF Serving or ``python -m tflatent.serve`` are
+in ``docs/serving.md``.
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
 """The reference's optimizers (``docs/reference.md`` §4.4) as Keras 3 optimizers, and resetting them.
 
-* Flow models: Adam, lr 1e−3, (β₁, β₂) = (0.9, 0.999), ε = 1e−8 (PyTorch's defaults; Keras's ε is
-  1e−7). Keras folds the bias correction into the step size, ``θ −= lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε)``,
-  which equals PyTorch's update with ε scaled by 1/√(1−β₂ᵗ): 3e−7 at step 1, 1e−8 after a few
-  thousand steps. The difference only matters while √v is of the order of ε.
-* Baselines: SGD, lr 20, no momentum.
-* Both clip the global gradient norm to ``clip_norm`` (0.25) before every step. With
-  ``grad_accum = k > 1`` they step once per k batches on the mean of the k gradients, clipped after
-  averaging: Keras's ``gradient_accumulation_steps``, which is what the reference's k backward passes
-  of ``loss / k`` followed by one clipped step compute. It works with a custom ``train_step`` because
-  the accumulation happens inside ``optimizer.apply`` -- on one device only: under a multi-replica
-  ``tf.distribute`` strategy Keras 3.15 fails ("merge_call called while defining a new graph"), since
-  it applies the update inside a ``cond``. There, a per-replica batch of B·k/N sequences on N
-  replicas gives the same mean gradient; :func:`make_optimizer` says so.
-
-Under a ``tf.distribute`` strategy Keras 3 clips each replica's gradient *before* the cross-replica
-sum, so ``global_clipnorm`` would bound every replica's share rather than the gradient of the global
-batch (with N replicas the step could be N times the clip). :class:`CrossReplicaClipping` computes the
-norm of the summed gradient and scales every share by the same factor, so a distributed step equals
-the single-device step on the same global batch.
-
-:func:`reset_state` zeroes the moments, accumulators and step counter in place: the reference
-rebuilds its optimizer on each learning-rate decay and after loading a checkpoint.
+Flow models: Adam, lr 1e−3, (β₁, β₂) = (0.9, 0.999), ε = 1e−8 (PyTorch's values); baselines: SGD, lr 20,
+no momentum. Both clip the global gradient norm (``train.clip_norm``) over the gradient summed across
+replicas (:class:`CrossReplicaClipping`) and accumulate ``train.grad_accum`` batches per step on one
+device. :func:`reset_state` zeroes the optimizer's state in place, as the reference's rebuild on each
+learning-rate decay does. Why each of these differs from plain Keras (where Keras puts Adam's ε, how it
+clips under ``tf.distribute``, where its gradient accumulation fails) is in ``docs/training.md``.
 """
 
 from __future__ import annotations
