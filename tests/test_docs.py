@@ -119,7 +119,10 @@ def _anchors(path: Path) -> set:
     return {_slug(line.lstrip("#")) for line in path.read_text().splitlines() if re.match(r"#{1,6} ", line)}
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")) + ["../README.md"])
+PAGES = sorted(p.name for p in DOCS.glob("*.md")) + ["../README.md", "../pipelines/README.md"]
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_links_between_pages_resolve(page):
     path = (DOCS / page).resolve()
     problems = []
