@@ -165,7 +165,7 @@ def test_tying_checks_the_embedding():
 
 
 def test_paper_size_parameter_count():
-    """Notes §7.3: generative BiLSTM 10.52M and output FF 0.53M for PTB (Z 50, H 500, E 500, max_T 288)."""
+    """docs/reference.md §7.3: generative BiLSTM 10.52M and output FF 0.53M for PTB (Z 50, H 500, E 500, max_T 288)."""
     p = EmissionNetwork(51, 50, 500, 2, position=PositionFeatures(288), embedding=SequenceEmbedding(51, 500))
     p.build()
     bilstm = 2 * (4 * 500 * (50 + 576 + 500) + 8 * 500) + 2 * (4 * 500 * (1000 + 500) + 8 * 500)

@@ -100,7 +100,7 @@ def test_music_frames():
 
 
 def test_paper_size_parameter_count():
-    """Notes §7.3: inference BiLSTM + head 12.42M for PTB (V 51, E 500, H 500, Z 50, max_T 288)."""
+    """docs/reference.md §7.3: inference BiLSTM + head 12.42M for PTB (V 51, E 500, H 500, Z 50, max_T 288)."""
     q = InferenceNetwork(50, 500, 2, embedding=SequenceEmbedding(51, 500), position=PositionFeatures(288))
     q.build()
     pytorch = (2 * (4 * 500 * (500 + 576 + 500) + 8 * 500)  # layer 1, both directions, two biases each

@@ -152,7 +152,7 @@ class _Sizes:
         self.length_prior.log_prob = lambda t: np.zeros(np.shape(t), np.float32)
 
 
-# The reference's own counts (textflow-cpu-figures.md). Keras LSTMs have one bias vector where
+# The reference's own counts (docs/reference.md §7.3). Keras LSTMs have one bias vector where
 # PyTorch has two: 4H fewer parameters per LSTM layer and direction.
 REFERENCE_COUNTS = [
     ("ptb_af_af.yaml", 51, False, 288, 29_493_901, 2 * 2 + 2 * 2 + 2),

@@ -1,6 +1,6 @@
 """Finding and reading the raw data files: PTB text, Boulanger-Lewandowski pickles, ``.mat`` piano rolls.
 
-Files are looked for, in this order (DESIGN.md, "Data"):
+Files are looked for, in this order:
 
 1. an explicit directory (``data.data_dir`` in the config, ``source_dir`` of a builder);
 2. the directory named by ``$TFLATENT_DATA_DIR``;
@@ -53,7 +53,7 @@ MUSIC_SUBDIRS = ("", "music")
 _MUSIC_URL = "http://www-etud.iro.umontreal.ca/~boulanni/"
 MAT_VARIABLES = {"train": "traindata", "valid": "validdata", "test": "testdata"}
 
-# sha256 of the upstream files (shared/data/SOURCES.md): a mismatch is logged, not an error.
+# sha256 of the upstream files: a mismatch is logged, not an error.
 KNOWN_SHA256 = {
     "ptb.train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
     "ptb.valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
