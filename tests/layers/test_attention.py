@@ -192,7 +192,8 @@ def test_every_weight_gets_a_gradient(kind):
         outputs = layer(x, mask=tf.sequence_mask(LENGTHS, T), context=context)
         loss = tf.reduce_sum(inputs(2, B, T, D, seed=3) * outputs)
     grads = tape.gradient(loss, layer.trainable_variables)
-    assert len(grads) == 3 + 2 * 16 + 2 + (kind is CausalAttentionContext)  # projections, blocks, final LN, start
+    # input and context kernels, bias; 16 per block; the final LN; the start vector
+    assert len(grads) == 3 + 2 * 16 + 2 + (kind is CausalAttentionContext)
     for variable, grad in zip(layer.trainable_variables, grads):
         assert grad is not None and np.abs(grad.numpy()).max() > 0.0, variable.path
 

@@ -40,7 +40,7 @@ shifted pos[t + 1] beside y_t. For a valid query t < L every key s ≤ t is vali
 alone keeps padding out of every valid output; the bidirectional mask excludes padding keys.
 
 Step by step (``CausalAttentionContext.step``): per block, the keys and values of rows 0..T_max−1 live
-in a preallocated cache [N, T_max, n, d_k] (zeros until written). Step t computes row t's query, key
+in a preallocated cache [N, n, T_max, d_k] (zeros until written). Step t computes row t's query, key
 and value from row t alone, writes the key and value at t (``tf.tensor_scatter_nd_update``: static
 shapes, XLA-compilable inside ``tf.while_loop``) and attends over the keys ≤ t. It reads x_{t−1} and
 c_t and returns h_t, equal to the parallel pass's; a step costs O(blocks · (d² + d·d_ff + T_max·d)).
@@ -77,6 +77,7 @@ import keras
 import tensorflow as tf
 
 LAYER_NORM_EPSILON = 1e-5  # PyTorch's (and the original Transformer code's order of magnitude)
+_LARGE_NEGATIVE = -0.7 * 3.38953e38  # log 0 for a masked score, as Keras's dot_product_attention uses
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -99,12 +100,13 @@ class TransformerBlock(keras.layers.Layer):
         _check_sizes(self.units, self.num_heads, self.feed_forward_units, self.dropout_rate)
         self.key_dim = self.units // self.num_heads
         policy = dict(dtype=self.dtype_policy)
-        self.attention_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="attention_norm",
-                                                              **policy)
-        # dropout=0 inside: Keras then takes ops.dot_product_attention, which ``step`` also calls.
-        self.attention = keras.layers.MultiHeadAttention(self.num_heads, self.key_dim, name="attention", **policy)
-        self.feed_forward_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
-                                                                 name="feed_forward_norm", **policy)
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, name="attention_norm", **policy)
+        # No dropout of the attention weights, so that ``step`` (the same products) is the same function.
+        self.attention = keras.layers.MultiHeadAttention(
+            self.num_heads, self.key_dim, name="attention", **policy)
+        self.feed_forward_norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, name="feed_forward_norm", **policy)
         self.feed_forward_hidden = keras.layers.Dense(self.feed_forward_units, activation="relu",
                                                       name="feed_forward_hidden", **policy)
         self.feed_forward_output = keras.layers.Dense(self.units, name="feed_forward_output", **policy)
@@ -129,24 +131,37 @@ class TransformerBlock(keras.layers.Layer):
     def step(self, x, keys, values, index, training=False):
         """Row ``index`` of ``call`` under the causal mask, from that row and the cache of earlier rows.
 
+        The same weights and operations as the ``MultiHeadAttention`` call, written as plain matrix
+        products with a head-major cache, so that a step does no transposes or mask broadcasts.
+
         Args:
           x: [N, 1, d], the block's input at row t = index.
-          keys, values: [N, T_max, n, d_k], this block's keys and values of rows < t (zeros after).
+          keys, values: [N, n, T_max, d_k], this block's keys and values of rows < t (zeros after).
           index: t, a scalar int32 tensor.
 
         Returns:
           (output [N, 1, d], keys, values) with row t's key and value written in.
         """
-        a = self.attention_norm(x)
+        a = self.attention_norm(x)[:, 0]  # [N, d]
         attention = self.attention
-        query = attention.query_dense(a)  # [N, 1, n, d_k]
-        rows = tf.stack([tf.range(tf.shape(x)[0]), tf.fill(tf.shape(x)[:1], index)], axis=1)  # [N, 2]
-        keys = tf.tensor_scatter_nd_update(keys, rows, attention.key_dense(a)[:, 0])
-        values = tf.tensor_scatter_nd_update(values, rows, attention.value_dense(a)[:, 0])
-        visible = tf.range(tf.shape(keys)[1]) <= index  # [T_max]: keys 0..t
-        attended = keras.ops.dot_product_attention(query, keys, values, mask=visible[None, None, None],
-                                                   scale=1.0 / math.sqrt(self.key_dim))  # [N, 1, n, d_k]
-        x = x + self.dropout(attention.output_dense(attended), training=training)
+
+        def heads(dense):  # the EinsumDense's [d, n, d_k] kernel as one [d, d] matrix: → [N, n, 1, d_k]
+            kernel, bias = tf.reshape(dense.kernel, [self.units, self.units]), tf.reshape(dense.bias, [-1])
+            return tf.reshape(tf.matmul(a, kernel) + bias, [-1, self.num_heads, 1, self.key_dim])
+
+        batch = tf.shape(a)[0]
+        slots = tf.stack(tf.meshgrid(tf.range(batch), tf.range(self.num_heads), indexing="ij")
+                         + [tf.fill(tf.stack([batch, self.num_heads]), index)], axis=-1)  # [N, n, 3]: b, i, t
+        keys = tf.tensor_scatter_nd_update(keys, slots, heads(attention.key_dense)[:, :, 0])
+        values = tf.tensor_scatter_nd_update(values, slots, heads(attention.value_dense)[:, :, 0])
+        scores = tf.matmul(heads(attention.query_dense), keys, transpose_b=True) / math.sqrt(self.key_dim)
+        visible = tf.range(tf.shape(keys)[2]) <= index  # [T_max]: keys 0..t
+        scores = tf.where(visible, scores, _LARGE_NEGATIVE)  # [N, n, 1, T_max]
+        attended = tf.matmul(tf.nn.softmax(scores), values)  # [N, n, 1, d_k]
+        attended = tf.reshape(attended, [-1, self.units])  # the heads side by side, as W_O reads them
+        output = attention.output_dense
+        out = tf.matmul(attended, tf.reshape(output.kernel, [self.units, self.units])) + output.bias
+        x = x + self.dropout(out[:, None], training=training)
         return self._feed_forward(x, training), keys, values
 
     def _feed_forward(self, x, training):
@@ -222,10 +237,12 @@ class AttentionStack(keras.layers.Layer):
         """
         inputs = tf.convert_to_tensor(inputs)
         if inputs.shape.rank not in (3, 4):
-            raise ValueError(f"{self.name}: inputs must be [B, T, F] or [S, B, T, F], got shape {inputs.shape}")
+            raise ValueError(f"{self.name}: inputs must be [B, T, F] or [S, B, T, F], got {inputs.shape}")
         if (context is None) != (self.context_kernel is None):
-            raise ValueError(f"{self.name}: built {'with' if self.context_kernel is not None else 'without'} a "
-                             f"context but called {'without' if context is None else 'with'} one")
+            built_with = "with" if self.context_kernel is not None else "without"
+            raise ValueError(f"{self.name}: built {built_with} a context but called "
+                             f"{'without' if context is None else 'with'} one; pass the position features "
+                             "as context exactly when the layer was built with context_shape")
         has_samples = inputs.shape.rank == 4
         x = inputs if has_samples else inputs[None]  # [S, B, T, F]
         shape = tf.shape(x)
@@ -306,9 +323,9 @@ class CausalAttentionContext(AttentionStack):
 
         Returns:
           A dict: "index" a scalar int32 (the next step t), and "keys", "values" one zero tensor
-          [N, T_max, n, d_k] per block.
+          [N, n, T_max, d_k] per block (head-major).
         """
-        shape = tf.stack([batch_size, num_steps, self.num_heads, self.units // self.num_heads])
+        shape = tf.stack([batch_size, self.num_heads, num_steps, self.units // self.num_heads])
         empty = [tf.zeros(shape, self.compute_dtype) for _ in self.blocks]
         return {"index": tf.constant(0, tf.int32), "keys": empty, "values": list(empty)}
 
