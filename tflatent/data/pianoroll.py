@@ -9,15 +9,12 @@ is a parameter: ``seconds_per_frame``, at a fixed tempo of 120 beats per minute.
 
 from __future__ import annotations
 
-import matplotlib
+import mido
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after selecting the non-interactive backend)
-import mido  # noqa: E402
-import numpy as np  # noqa: E402
+from tflatent.data.sources import MIN_PITCH, NUM_PITCHES
 
-LOWEST_PITCH = 21  # A0, column 0
-NUM_PITCHES = 88
 TICKS_PER_BEAT = 480
 TEMPO = 500_000  # microseconds per beat: 120 beats per minute, 0.5 s per beat
 
@@ -25,7 +22,7 @@ TEMPO = 500_000  # microseconds per beat: 120 beats per minute, 0.5 s per beat
 def _check(roll) -> np.ndarray:
     roll = np.asarray(roll)
     if roll.ndim != 2 or roll.shape[1] != NUM_PITCHES:
-        raise ValueError(f"a piano roll is [T, {NUM_PITCHES}] (column k = MIDI pitch k + {LOWEST_PITCH}); "
+        raise ValueError(f"a piano roll is [T, {NUM_PITCHES}] (column k = MIDI pitch k + {MIN_PITCH}); "
                          f"got shape {roll.shape}")
     return roll > 0.5
 
@@ -48,7 +45,7 @@ def to_midi(roll, seconds_per_frame: float = 0.25, velocity: int = 80, program: 
     last = 0
     for frame, column in sorted(zip(*np.nonzero(changes)), key=lambda fc: (fc[0], changes[fc] > 0)):
         kind = "note_on" if changes[frame, column] > 0 else "note_off"
-        pitch = int(column) + LOWEST_PITCH
+        pitch = int(column) + MIN_PITCH
         track.append(mido.Message(kind, note=pitch, velocity=velocity if kind == "note_on" else 0,
                                   time=int(frame) * step - last))
         last = int(frame) * step
@@ -73,7 +70,7 @@ def from_midi(midi: mido.MidiFile, seconds_per_frame: float = 0.25) -> np.ndarra
     for message in mido.merge_tracks(midi.tracks):
         now += message.time
         if message.type in ("note_on", "note_off"):
-            events.append((now // step, message.note - LOWEST_PITCH,
+            events.append((now // step, message.note - MIN_PITCH,
                            message.type == "note_on" and message.velocity > 0))
     length = max((frame for frame, _, _ in events), default=0)
     roll = np.zeros((length, NUM_PITCHES), np.float32)
@@ -87,15 +84,19 @@ def from_midi(midi: mido.MidiFile, seconds_per_frame: float = 0.25) -> np.ndarra
 
 
 def plot(roll, path: str, title: str = "") -> str:
-    """Saves the roll as a PNG: time on x, pitch on y (low at the bottom)."""
+    """Saves the roll as a PNG: time on x, pitch on y (low at the bottom).
+
+    Draws on a ``Figure`` of its own (matplotlib's object API), so pyplot's state and backend, e.g. a
+    notebook's, stay as they are.
+    """
     on = _check(roll)
-    figure, axes = plt.subplots(figsize=(max(4.0, on.shape[0] / 16), 3.5))
+    figure = Figure(figsize=(max(4.0, on.shape[0] / 16), 3.5))
+    axes = figure.subplots()
     axes.imshow(on.T, origin="lower", aspect="auto", cmap="Greys", interpolation="nearest",
-                extent=(0, on.shape[0], LOWEST_PITCH - 0.5, LOWEST_PITCH + NUM_PITCHES - 0.5))
+                extent=(0, on.shape[0], MIN_PITCH - 0.5, MIN_PITCH + NUM_PITCHES - 0.5))
     axes.set_xlabel("frame")
     axes.set_ylabel("MIDI pitch")
     axes.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
