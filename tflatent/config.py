@@ -24,8 +24,21 @@ from typing import Any, Optional
 
 import yaml
 
+# The allowed values of every choice field, in one place: the layers and the training code that take
+# these names import them from here.
 MUSIC_DATASETS = ("jsb_chorales", "nottingham", "piano_midi", "muse_data")
 DATASETS = ("ptb",) + MUSIC_DATASETS
+MODEL_TYPES = ("flow", "lstm")  # keys of tflatent.models.registry.MODELS
+TIME_FLOWS = ("af", "iaf", "none")
+HIDDEN_FLOWS = ("af", "scf", "none")  # keys of tflatent.priors.hidden_flow.HIDDEN_FLOWS
+TRANSFORMS = ("nlsq", "affine")  # keys of tflatent.bijectors.TRANSFORMS
+POSITION_ENCODINGS = ("onehot", "sinusoidal")
+LSTM_INITS = ("pytorch", "keras")
+# Where model.dropout applies (docs/reference.md §4.6); the reference's other locations (z_before_prior,
+# prior_rnn_inp, z_before_outp) are not implemented, so they are not accepted either.
+DROPOUT_LOCATIONS = ("embedding", "rnn_x", "prior_rnn", "prior_ff", "rnn_outp", "outp_ff")
+OPTIMIZERS = ("adam", "sgd")
+STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
 
 
 class ConfigError(ValueError):
@@ -82,17 +95,14 @@ class ModelConfig:
     lstm_init: str = "pytorch"  # pytorch: U(±1/√H) weights and bias | keras: Glorot/orthogonal
 
     _choices = {
-        "type": ("flow", "lstm"),
-        "time_flow": ("af", "iaf", "none"),
-        "hidden_flow": ("af", "scf", "none"),
-        "transform": ("nlsq", "affine"),
-        "position_encoding": ("onehot", "sinusoidal"),
-        "lstm_init": ("pytorch", "keras"),
+        "type": MODEL_TYPES,
+        "time_flow": TIME_FLOWS,
+        "hidden_flow": HIDDEN_FLOWS,
+        "transform": TRANSFORMS,
+        "position_encoding": POSITION_ENCODINGS,
+        "lstm_init": LSTM_INITS,
     }
-    _list_choices = {
-        "dropout_locations": ("embedding", "rnn_x", "prior_rnn", "prior_rnn_inp", "prior_ff",
-                              "rnn_outp", "outp_ff"),
-    }
+    _list_choices = {"dropout_locations": DROPOUT_LOCATIONS}
     _positive = ("embedding_size", "z_size", "hidden_size", "q_rnn_layers", "gen_rnn_layers",
                  "prior_rnn_layers", "prior_rnn_units", "hidden_flow_layers",
                  "hidden_flow_hidden_layers", "hidden_flow_units", "position_encoding_size")
@@ -129,8 +139,8 @@ class TrainConfig:
     run_name: Optional[str] = None  # None: derived from the config file name
     verbose: int = 1  # Keras fit: 0 silent, 1 progress bar, 2 one line per epoch
 
-    _choices = {"optimizer": ("adam", "sgd"),
-                "distribute": ("auto", "none", "mirrored", "multi_worker", "tpu"),
+    _choices = {"optimizer": OPTIMIZERS,
+                "distribute": STRATEGIES,
                 "verbose": (0, 1, 2)}
     _positive = ("epochs", "steps_per_epoch", "learning_rate", "clip_norm", "grad_accum", "elbo_samples",
                  "nll_samples", "nll_chunk", "patience", "lr_decay", "logical_cpus")

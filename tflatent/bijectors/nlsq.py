@@ -37,8 +37,9 @@ tfb = tfp.bijectors
 
 __all__ = ["NLSq"]
 
-# Bound of |c|·d/b: 8√3/9 keeps the map monotone, the 0.05 keeps the slope away from 0 (§2.4).
-NLSQ_C_BOUND = 8.0 * np.sqrt(3.0) / 9.0 - 0.05
+# Bound of |c|·d/b: below 8√3/9 the map is monotone, the 0.05 keeps the slope away from 0 (§2.4).
+MONOTONE_C_BOUND = 8.0 * np.sqrt(3.0) / 9.0
+NLSQ_C_BOUND = MONOTONE_C_BOUND - 0.05
 # Below this |p| the depressed cubic is solved as s³ + q = 0; the neglected term shifts s by
 # |p|/(3∛q²) < 1e-13 relative, because |q| > 0.048 there.
 _P_ZERO = 1e-14
@@ -198,7 +199,7 @@ class NLSq(tfb.AutoCompositeTensorBijector):
             tf.debugging.assert_positive(self._b, message="NLSq needs b > 0."),
             tf.debugging.assert_positive(self._d, message="NLSq needs d > 0."),
             tf.debugging.assert_less(
-                tf.abs(self._c) * self._d, (8.0 * np.sqrt(3.0) / 9.0) * self._b,
+                tf.abs(self._c) * self._d, MONOTONE_C_BOUND * self._b,
                 message="NLSq needs |c| < (8√3/9)·b/d to be invertible; build it with "
                         "NLSq.from_raw_params to get that by construction."),
         ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.initializers import uniform
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -37,7 +37,7 @@ class SequenceEmbedding(keras.layers.Layer):
         self.music = bool(music)
         self.dropout_rate = float(dropout)
         self.embeddings_initializer = keras.initializers.get(
-            embeddings_initializer or keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE))
+            embeddings_initializer or uniform())
         self.dropout = keras.layers.Dropout(self.dropout_rate)
 
     def build(self, input_shape=None):

@@ -2,9 +2,7 @@
 
 import keras
 
-from tflatent.layers.initializers import uniform
-
-INIT_SCALE = 0.07
+from tflatent.layers.initializers import INIT_SCALE, uniform
 
 
 @keras.saving.register_keras_serializable(package="tflatent")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-KINDS = ("onehot", "sinusoidal")
+from tflatent.config import POSITION_ENCODINGS
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -41,8 +41,8 @@ class PositionFeatures(keras.layers.Layer):
 
     def __init__(self, max_time, kind="onehot", size=64, **kwargs):
         super().__init__(**kwargs)
-        if kind not in KINDS:
-            raise ValueError(f"PositionFeatures: kind={kind!r} is not allowed; choose one of {KINDS} "
+        if kind not in POSITION_ENCODINGS:
+            raise ValueError(f"PositionFeatures: kind={kind!r} is not allowed; choose one of {POSITION_ENCODINGS} "
                              "(config: model.position_encoding)")
         if int(max_time) < 1:
             raise ValueError(f"PositionFeatures: max_time={max_time} must be >= 1 (config: data.max_time)")

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.initializers import uniform
 from tflatent.layers.lstm import LSTMStack
 from tflatent.seeds import stateless_seed
 
@@ -86,11 +86,11 @@ class EmissionNetwork(keras.layers.Layer):
         self.rnn_dropout = keras.layers.Dropout(dropout)
         width = hidden_size if embedding is None else embedding.size
         self.projection = keras.layers.Dense(
-            width, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE), name="projection")
+            width, kernel_initializer=uniform(), name="projection")
         self.output_dropout = keras.layers.Dropout(output_dropout)
         if embedding is None:
             self.output_layer = keras.layers.Dense(
-                vocab_size, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE),
+                vocab_size, kernel_initializer=uniform(),
                 name="output")
 
     def build(self, input_shape=None):

@@ -23,7 +23,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.initializers import uniform
 from tflatent.layers.lstm import LSTMStack
 from tflatent.seeds import stateless_seed
 
@@ -58,7 +58,7 @@ class InferenceNetwork(keras.layers.Layer):
                              init=lstm_init, name="bilstm")
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(
-            2 * z_size, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE),
+            2 * z_size, kernel_initializer=uniform(),
             name="head")
 
     def build(self, input_shape=None):

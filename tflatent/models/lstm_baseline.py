@@ -32,7 +32,7 @@ from tflatent.models import likelihood
 from tflatent.data.length_prior import sample_lengths
 from tflatent.models.emission import emission_distribution
 from tflatent.layers.embedding import SequenceEmbedding
-from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.initializers import uniform
 from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.position import PositionFeatures
 from tflatent.seeds import stateless_seed
@@ -87,11 +87,11 @@ class LSTMBaseline(keras.Model):
                              name="lstm")
         self.output_dropout = keras.layers.Dropout(dropout)
         self.projection = keras.layers.Dense(
-            embedding_size, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE),
+            embedding_size, kernel_initializer=uniform(),
             name="projection")
         if not self.tie_weights:
             self.output_layer = keras.layers.Dense(
-                vocab_size, kernel_initializer=keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE),
+                vocab_size, kernel_initializer=uniform(),
                 name="output")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")

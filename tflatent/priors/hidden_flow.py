@@ -39,7 +39,7 @@ import tensorflow_probability as tfp
 
 from tflatent.bijectors import TRANSFORMS
 from tflatent.layers import MADE, CouplingConditioner
-from tflatent.layers.feed_forward import INIT_SCALE
+from tflatent.layers.initializers import uniform
 
 tfb = tfp.bijectors
 
@@ -105,7 +105,7 @@ class HiddenFlow(keras.layers.Layer):
                 for k in range(num_layers)]
             self._num_masked = [half if k % 2 == 0 else -half for k in range(num_layers)]
         else:
-            init = keras.initializers.RandomUniform(-INIT_SCALE, INIT_SCALE)
+            init = uniform()
             self.conditioners = [keras.layers.Dense(dim * num_params, kernel_initializer=init,
                                                     dtype=self.dtype_policy, name="elementwise")]
 

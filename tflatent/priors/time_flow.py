@@ -31,12 +31,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tflatent.config import TIME_FLOWS
 from tflatent.layers.feed_forward import FeedForwardNet
 from tflatent.layers.lstm import LSTMStack
 from tflatent.priors.hidden_flow import HiddenFlow, standard_normal_log_prob
 from tflatent.seeds import stateless_seed
-
-TIME_FLOWS = ("af", "iaf", "none")
 
 
 class TimeFlowPrior(keras.layers.Layer):

@@ -28,9 +28,10 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from tflatent.config import STRATEGIES
+
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
 
 
 def make_strategy(name: str = "auto", logical_cpus: Optional[int] = None) -> tf.distribute.Strategy:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tflatent.config import OPTIMIZERS
+
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 
@@ -63,7 +65,7 @@ def make_optimizer(config) -> keras.optimizers.Optimizer:
         return Adam(beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=ADAM_EPSILON, **common)
     if config.optimizer == "sgd":
         return SGD(momentum=0.0, **common)
-    raise ValueError(f"train.optimizer = {config.optimizer!r} is not allowed; choose one of: adam, sgd")
+    raise ValueError(f"train.optimizer = {config.optimizer!r} is not allowed; choose one of: {', '.join(OPTIMIZERS)}")
 
 
 def reset_state(optimizer: keras.optimizers.Optimizer) -> None:
