@@ -241,7 +241,7 @@ def run_job(job: Job, args) -> list[dict]:
     from tflatent import config as config_lib
     from tflatent.training import optimizers
     from tflatent.data import load_dataset
-    from tflatent.models.latent_flow import build_model
+    from tflatent.models.registry import build_model
 
     overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *job.overrides,
                  *(TINY if args.quick else ()), *args.set]
@@ -258,7 +258,7 @@ def run_job(job: Job, args) -> list[dict]:
     cases = job.cases[:1] if args.quick else job.cases
     common = {"job": job.name, "section": job.section, "config": f"configs/{job.config}.yaml", "size": job.size,
               "overrides": list(job.overrides), "parameters": int(model.count_params()),
-              "elbo_samples": config.train.elbo_samples if config.model.type == "flow" else None}
+              "elbo_samples": config.train.elbo_samples if model.has_latent else None}
     results = []
 
     def finish(result, *reference):
@@ -295,7 +295,7 @@ def run_job(job: Job, args) -> list[dict]:
 
         @tf.function
         def log_likelihood(x, lengths):
-            return model.log_likelihood(x, lengths, num_samples, chunk, seed=0)
+            return model.log_likelihood(x, lengths, num_samples=num_samples, chunk=chunk, seed=0)
 
         for case in cases:
             (x, lengths), = pick_batches(bundle, case, job.batch_size, args.quick)

@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 from tflatent import config as config_lib  # noqa: E402
 from tflatent import data  # noqa: E402
 from tflatent.serving import export  # noqa: E402
-from tflatent.models.latent_flow import build_model  # noqa: E402
+from tflatent.models.registry import build_model  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRIORS = ("iaf_scf", "af_af")
@@ -124,7 +124,7 @@ def main() -> None:
                 bundle = data.load_dataset(config.data, config.train.seed)
             keras.utils.set_random_seed(config.train.seed)
             model = build_model(config, bundle)
-            model.beta.assign(1.0)
+            model.kl_weight.assign(1.0)
             start = time.perf_counter()
             path = export.export(model, config, os.path.join(out, prior), config.train.nll_samples,
                                  config.train.nll_chunk, source={"benchmark": "freshly initialised"})

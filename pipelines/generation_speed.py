@@ -218,7 +218,7 @@ def main(argv=None):
     import keras
     from tflatent import config as config_lib
     from tflatent import data
-    from tflatent.models.latent_flow import build_model
+    from tflatent.models.registry import build_model
 
     started = time.time()
     machine_before = provenance.machine()

@@ -8,7 +8,7 @@ from tflatent import train
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
 TINY = {"model.embedding_size": 16, "model.z_size": 4, "model.hidden_size": 12, "model.prior_rnn_units": 12,
-        "model.q_rnn_layers": 1, "model.gen_rnn_layers": 1, "model.prior_rnn_layers": 1,
+        "model.q_rnn_layers": 1, "model.gen_rnn_layers": 1, "model.prior_rnn_layers": 1, "model.lstm_layers": 1,
         "model.hidden_flow_layers": 2, "model.hidden_flow_units": 8, "model.position_encoding": "sinusoidal",
         "model.position_encoding_size": 8}
 

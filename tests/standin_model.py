@@ -1,11 +1,13 @@
 """A tiny stand-in for the model contract and the data bundle, for testing the training machinery.
 
-``StandInModel`` honours what ``tflatent.train`` relies on: ``beta``, a custom ``train_step`` /
-``test_step`` logging ``loss``, ``recon`` and ``kl`` per token, ``evaluate_nll`` and ``generate``. Its
+``StandInModel`` is a ``SequenceModel`` (``tflatent.models.base``) with what training relies on: a KL
+weight, a custom ``train_step`` / ``test_step`` logging ``loss``, ``recon`` and ``kl`` per token,
+``log_likelihood`` and ``elbo_terms`` (so the contract's ``evaluate_nll``) and ``generate``. Its
 "latent" part is a learned scale ``a`` with KL(a) = a² per step, so β visibly changes the loss, and its
-emission is one learned logit vector shared by all steps. ``StandInBundle`` serves random sequences
-through the data API (``batches``, ``num_examples``, ``length_prior``, ...). ``install`` swaps both
-into ``tflatent.models.latent_flow`` / ``tflatent.data`` for code that imports them by name.
+emission is one learned logit vector shared by all steps; its log p(T) is 0. ``StandInBundle`` serves
+random sequences through the data API (``batches``, ``num_examples``, ``length_prior``, ...).
+``parts()`` gives both as the ``build_model`` / ``load_dataset`` arguments of the entry points'
+``main`` (``python tests/standin_model.py train|evaluate|generate ARGS...`` runs one on them).
 """
 
 from __future__ import annotations
@@ -15,19 +17,22 @@ import math
 import os
 import sys
 import time
-import types
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tflatent.models.base import SequenceModel
 
-class StandInModel(keras.Model):
+
+class StandInModel(SequenceModel):
     """Per-token loss ``(recon + β·KL − log p(T)) / (T + 1)`` of a position-independent emission."""
 
-    def __init__(self, vocab_size: int, music: bool, nan_at_step: int = 0, seconds_per_step: float = 0.0):
-        super().__init__()
-        self.vocab_size, self.music = vocab_size, music
+    has_latent = True
+
+    def __init__(self, vocab_size: int, music: bool, nan_at_step: int = 0, seconds_per_step: float = 0.0,
+                 max_time: int = 8):
+        super().__init__(vocab_size, music, max_time, np.zeros(max_time + 1, np.float32))
         self.nan_at_step = nan_at_step  # > 0: the loss becomes NaN from this training step on
         self.seconds_per_step = seconds_per_step  # > 0: each training step sleeps (to kill a run mid-way)
         self.beta = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
@@ -35,6 +40,10 @@ class StandInModel(keras.Model):
         self.logits = self.add_weight(shape=(vocab_size,), initializer="zeros", name="logits")
         self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
         self.trackers = {name: keras.metrics.Mean(name) for name in ("loss", "recon", "kl")}
+
+    @property
+    def kl_weight(self):
+        return self.beta
 
     @property
     def metrics(self):
@@ -83,18 +92,13 @@ class StandInModel(keras.Model):
     def call(self, inputs):
         return self.logits
 
-    def evaluate_nll(self, dataset, num_samples: int, chunk: int):
-        total = elbo = recon_sum = kl_sum = count = 0.0
-        for x, lengths in dataset:
-            recon, kl, norm = self.terms(x, lengths)
-            total += float(tf.reduce_sum(recon + kl))
-            recon_sum += float(tf.reduce_sum(recon))
-            kl_sum += float(tf.reduce_sum(kl))
-            count += float(tf.reduce_sum(norm))
-        nll = total / count
-        result = {"nll": nll, "elbo": -total / count, "recon": recon_sum / count, "kl": kl_sum / count}
-        result["nats_per_frame" if self.music else "bpc"] = nll if self.music else nll / math.log(2)
-        return result
+    def elbo_terms(self, x, lengths):
+        return self.terms(x, lengths)[:2]
+
+    def log_likelihood(self, x, lengths, *, num_samples=None, chunk=None, seed=None):
+        """−(recon + KL): the ELBO at β = 1 stands in for the importance-sampled estimate."""
+        recon, kl, _ = self.terms(x, lengths)
+        return -(recon + kl) + self.length_log_prob(lengths)
 
     def generate(self, lengths=None, num_samples=None, temperature=1.0, seed=None):
         rng = np.random.default_rng(seed)
@@ -157,25 +161,21 @@ class StandInBundle:
         return data.repeat() if repeat else data
 
 
-def install(monkeypatch, model_kwargs=None, bundle_kwargs=None):
-    """Makes ``tflatent.models.latent_flow.build_model`` and ``tflatent.data.load_dataset`` return the stand-ins."""
+def parts(model_kwargs=None, bundle_kwargs=None) -> dict:
+    """``build_model`` and ``load_dataset`` that make the stand-ins, for an entry point's ``main(argv, **parts)``."""
     def build_model(config, bundle):
-        model = StandInModel(bundle.vocab_size, bundle.is_music, **(model_kwargs or {}))
+        model = StandInModel(bundle.vocab_size, bundle.is_music, max_time=bundle.max_time, **(model_kwargs or {}))
         model.build()
         return model
 
     def load_dataset(config, seed=0):
         return StandInBundle(music=config.dataset != "ptb", **(bundle_kwargs or {}))
 
-    monkeypatch.setitem(sys.modules, "tflatent.models.latent_flow", types.SimpleNamespace(build_model=build_model))
-    import tflatent.data
-    monkeypatch.setattr(tflatent.data, "load_dataset", load_dataset, raising=False)
+    return {"build_model": build_model, "load_dataset": load_dataset}
 
 
 if __name__ == "__main__":  # python tests/standin_model.py train|evaluate|generate ARGS...: on the stand-ins
     import importlib
 
-    import pytest
-
-    install(pytest.MonkeyPatch(), json.loads(os.environ.get("STANDIN_MODEL_KWARGS", "{}")))
-    sys.exit(importlib.import_module(f"tflatent.{sys.argv[1]}").main(sys.argv[2:]))
+    entry = importlib.import_module(f"tflatent.{sys.argv[1]}")
+    sys.exit(entry.main(sys.argv[2:], **parts(json.loads(os.environ.get("STANDIN_MODEL_KWARGS", "{}")))))

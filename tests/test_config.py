@@ -80,12 +80,12 @@ def _distinct_models():
 def test_every_config_builds_its_model(config):
     """Each distinct model section builds (on a small stand-in bundle: the sizes come from the config)."""
     from standin_model import StandInBundle
-    from tflatent.models.latent_flow import build_model
+    from tflatent.models.registry import build_model
 
     model = build_model(config, StandInBundle(music=config.is_music))
     assert model.built and model.count_params() > 0
     assert type(model).__name__ == {"flow": "LatentFlowModel", "lstm": "LSTMBaseline"}[config.model.type]
-    assert (getattr(model, "beta", None) is None) == (config.model.type == "lstm")
+    assert (model.kl_weight is None) == (config.model.type == "lstm") == (not model.has_latent)
 
 
 def test_paper_settings_of_the_readme_runs():

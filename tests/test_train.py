@@ -18,6 +18,7 @@ from tflatent.training.run_dir import RunDir
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
 CONFIG = os.path.join(REPO, "configs", "jsb_chorales_af_af_small.yaml")
+PARTS = standin_model.parts()  # the stand-in model and data, passed to train.main
 FAST = ["--set", "train.epochs=4", "--set", "train.nll_every=2", "--set", "train.initial_kl_zero=1",
         "--set", "train.kl_rampup_time=1", "--set", "train.verbose=0"]
 
@@ -27,10 +28,9 @@ def history(run):
         return list(csv.DictReader(f))
 
 
-def test_a_run_writes_its_directory_and_a_rerun_trains_no_further(tmp_path, monkeypatch, capsys):
-    standin_model.install(monkeypatch)
+def test_a_run_writes_its_directory_and_a_rerun_trains_no_further(tmp_path, capsys):
     run = tmp_path / "run"
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST, **PARTS) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["epochs_completed"], summary["global_batch_size"]) == ("completed", 4, 5)
     assert summary["steps_per_epoch"] == 8  # ceil(40 sequences / 5)
@@ -42,50 +42,50 @@ def test_a_run_writes_its_directory_and_a_rerun_trains_no_further(tmp_path, monk
     assert os.listdir(run / "tensorboard") and (run / "config.yaml").exists()
     best_saved = os.path.getmtime(run / "checkpoints" / "best.weights.h5")
 
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST, **PARTS) == 0
     assert "already finished 4 of 4 epochs" in capsys.readouterr().out
     assert os.path.getmtime(run / "checkpoints" / "best.weights.h5") == best_saved
     assert len(history(run)) == 4
 
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=5"]) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=5"],
+                      **PARTS) == 0
     assert [row["epoch"] for row in history(run)] == ["0", "1", "2", "3", "4"]
     assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 5
 
 
-def test_a_run_directory_refuses_another_model_and_bad_configs_fail_clearly(tmp_path, monkeypatch, capsys):
-    standin_model.install(monkeypatch)
+def test_a_run_directory_refuses_another_model_and_bad_configs_fail_clearly(tmp_path, capsys):
     run = str(tmp_path / "run")
-    assert train.main(["--config", CONFIG, "--run-dir", run] + FAST + ["--set", "train.epochs=1"]) == 0
-    assert train.main(["--config", CONFIG, "--run-dir", run, "--set", "model.hidden_size=64"]) == 2
+    assert train.main(["--config", CONFIG, "--run-dir", run] + FAST + ["--set", "train.epochs=1"], **PARTS) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", run, "--set", "model.hidden_size=64"], **PARTS) == 2
     assert "model.hidden_size: 128 -> 64" in capsys.readouterr().err
-    assert train.main(["--config", CONFIG, "--set", "model.hiden_size=64"]) == 2
+    assert train.main(["--config", CONFIG, "--set", "model.hiden_size=64"], **PARTS) == 2
     assert "did you mean 'hidden_size'" in capsys.readouterr().err
-    assert train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "new"), "--resume", "nope.weights.h5"]) == 2
+    assert train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "new"), "--resume", "nope.weights.h5"],
+                      **PARTS) == 2
     assert "'nope.weights.h5' does not exist" in capsys.readouterr().err
 
 
-def test_resume_starts_a_new_run_from_a_checkpoint_epoch(tmp_path, monkeypatch, capsys):
-    standin_model.install(monkeypatch)
+def test_resume_starts_a_new_run_from_a_checkpoint_epoch(tmp_path, capsys):
     first = tmp_path / "first"
-    assert train.main(["--config", CONFIG, "--run-dir", str(first)] + FAST) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(first)] + FAST, **PARTS) == 0
     best = str(first / "checkpoints" / "best.weights.h5")
     epoch = read_record(best)["epoch"]
     second = tmp_path / "second"
     assert train.main(["--config", CONFIG, "--run-dir", str(second), "--resume", best] + FAST
-                      + ["--set", "train.epochs=6"]) == 0
+                      + ["--set", "train.epochs=6"], **PARTS) == 0
     assert f"resuming from {best} after epoch {epoch}" in capsys.readouterr().out
     assert [int(row["epoch"]) for row in history(second)] == list(range(epoch, 6))
     # A run with its own backup continues from it and says that --resume is ignored.
     assert train.main(["--config", CONFIG, "--run-dir", str(second), "--resume", best] + FAST
-                      + ["--set", "train.epochs=7"]) == 0
+                      + ["--set", "train.epochs=7"], **PARTS) == 0
     assert "has its own backup at epoch 6: continuing from it and ignoring --resume" in capsys.readouterr().out
     assert [int(row["epoch"]) for row in history(second)][-1] == 6
 
 
-def test_a_non_finite_loss_ends_the_run_with_its_message_in_the_summary(tmp_path, monkeypatch, capsys):
-    standin_model.install(monkeypatch, model_kwargs={"nan_at_step": 11})  # epoch 2, batch 3
+def test_a_non_finite_loss_ends_the_run_with_its_message_in_the_summary(tmp_path, capsys):
     run = tmp_path / "run"
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST) == 1
+    nan_parts = standin_model.parts(model_kwargs={"nan_at_step": 11})  # epoch 2, batch 3
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST, **nan_parts) == 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "stopped_non_finite" and "epoch 2, batch 3" in summary["message"]
     assert summary["epochs_completed"] == 1

@@ -9,6 +9,7 @@ import keras
 
 from tflatent import config as config_lib
 from tflatent import data
+from tflatent.models import registry
 from tflatent.training.run_dir import RunDir, restore_model
 
 
@@ -34,28 +35,31 @@ class TrainedRun(NamedTuple):
     checkpoint: str
 
 
-def open_run(path: str, checkpoint: str = "best") -> TrainedRun:
+def open_run(path: str, checkpoint: str = "best", *, build_model=registry.build_model,
+             load_dataset=data.load_dataset) -> TrainedRun:
     """A run directory's config, data and model with the weights of ``checkpoint`` (best, latest or a file).
 
-    Raises FileNotFoundError (naming what is missing) for a folder that is no run, a missing checkpoint
-    or missing data files.
+    ``build_model(config, bundle)`` and ``load_dataset(data_config, seed)`` make the model and the data
+    (the registry's and the data package's by default; tests pass stand-ins). Raises FileNotFoundError
+    (naming what is missing) for a folder that is no run, a missing checkpoint or missing data files.
     """
     run = RunDir(path)
     config = run.load_config()
-    bundle = data.load_dataset(config.data, config.train.seed)
-    model, checkpoint_path = restore_model(run, bundle, checkpoint)
+    bundle = load_dataset(config.data, config.train.seed)
+    model, checkpoint_path = restore_model(run, bundle, checkpoint, build_model)
     return TrainedRun(run, config, bundle, model, checkpoint_path)
 
 
-def open_checked_run(args, at_least_one=(), positive=()) -> Optional[TrainedRun]:
-    """``open_run(args.run, args.checkpoint)`` after ``argument_problems``; None (with the problem on
-    stderr, for the entry point to exit with status 2) when an argument is bad or the run cannot be opened."""
+def open_checked_run(args, at_least_one=(), positive=(), **parts) -> Optional[TrainedRun]:
+    """``open_run(args.run, args.checkpoint, **parts)`` after ``argument_problems``; None (with the problem
+    on stderr, for the entry point to exit with status 2) when an argument is bad or the run cannot be
+    opened. ``parts``: ``build_model`` and ``load_dataset``, as in :func:`open_run`."""
     problems = argument_problems(args, at_least_one, positive)
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return None
     try:
-        return open_run(args.run, args.checkpoint)
+        return open_run(args.run, args.checkpoint, **parts)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return None

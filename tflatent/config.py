@@ -84,6 +84,7 @@ class ModelConfig:
     gen_rnn_layers: int = 2
     prior_rnn_layers: int = 2
     prior_rnn_units: int = 500
+    lstm_layers: int = 2  # the LSTM baseline's depth (type lstm; the reference reads --p_rnn_layers, 2)
     hidden_flow_layers: int = 5
     hidden_flow_hidden_layers: int = 2
     hidden_flow_units: int = 100
@@ -104,7 +105,7 @@ class ModelConfig:
     }
     _list_choices = {"dropout_locations": DROPOUT_LOCATIONS}
     _positive = ("embedding_size", "z_size", "hidden_size", "q_rnn_layers", "gen_rnn_layers",
-                 "prior_rnn_layers", "prior_rnn_units", "hidden_flow_layers",
+                 "prior_rnn_layers", "prior_rnn_units", "lstm_layers", "hidden_flow_layers",
                  "hidden_flow_hidden_layers", "hidden_flow_units", "position_encoding_size")
     _fraction = ("dropout",)
 

@@ -30,9 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv=None, **parts) -> int:
+    """Runs the command; ``parts`` (``build_model``, ``load_dataset``) as in :func:`tflatent.cli.open_run`."""
     args = parse_args(argv)
-    opened = cli.open_checked_run(args, at_least_one=("samples", "chunk", "batch_size"))
+    opened = cli.open_checked_run(args, at_least_one=("samples", "chunk", "batch_size"), **parts)
     if opened is None:
         return 2
     run, config, bundle, model, checkpoint = opened

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from tflatent import config as config_lib
-from tflatent.models.latent_flow import LatentFlowModel, build_model, length_log_prob_table
+from tflatent.models.latent_flow import LatentFlowModel
+from tflatent.models.registry import build_model
 
 PRIORS = {"af_af": ("af", "af"), "af_scf": ("af", "scf"), "iaf_scf": ("iaf", "scf")}
 TINY = dict(embedding_size=16, z_size=4, hidden_size=12, prior_rnn_units=12, hidden_flow_layers=2,
@@ -17,7 +18,7 @@ def tiny_model(bundle, prior="af_af", seed=0, elbo_samples=2, **overrides):
     keras.utils.set_random_seed(seed)
     time_flow, hidden_flow = PRIORS[prior]
     model = LatentFlowModel(bundle.vocab_size, bundle.is_music, bundle.max_time,
-                            length_log_prob_table(bundle.length_prior, bundle.max_time),
+                            bundle.length_prior.log_prob,
                             elbo_samples=elbo_samples, time_flow=time_flow, hidden_flow=hidden_flow,
                             **{**TINY, **overrides})
     model.build()
@@ -90,7 +91,7 @@ def test_elbo_is_below_the_importance_sampled_estimate_which_grows_with_k(jsb_bu
         recon, kl = model.sequence_terms(x, lengths, 64)
         elbo.append(-(recon + kl))
         for k in by_k:
-            by_k[k].append(model.log_likelihood(x, lengths, k, chunk=8) - model.length_log_prob(lengths))
+            by_k[k].append(model.log_likelihood(x, lengths, num_samples=k, chunk=8) - model.length_log_prob(lengths))
     elbo = np.mean(elbo, axis=0)
     means = {k: np.mean(v, axis=0) for k, v in by_k.items()}
     assert np.all(elbo <= means[32] + 1e-3)

@@ -38,9 +38,10 @@ class Sampler:
         return rows
 
 
-def test_log_mean_exp_matches_numpy():
+def test_one_chunk_is_the_log_mean_exp():
     table = weights()
-    np.testing.assert_allclose(likelihood.log_mean_exp(tf.constant(table)), brute_force(table), rtol=1e-12)
+    np.testing.assert_allclose(likelihood.importance_sampled_log_likelihood(lambda k: tf.constant(table), K, K),
+                               brute_force(table), rtol=1e-12)
 
 
 @pytest.mark.parametrize("chunk, sizes", [(30, [30]), (10, [10, 10, 10]), (7, [7, 7, 7, 7, 2]), (1, [1] * 30),
@@ -90,7 +91,8 @@ def test_estimate_grows_towards_the_truth_with_k_on_average():
     rng = np.random.default_rng(0)
     sigma = 1.5
     draws = rng.normal(-0.5 * sigma ** 2, sigma, size=(2000, 64))  # E[exp w] = 1 for every column
-    estimates = [likelihood.log_mean_exp(tf.constant(draws[:k])).numpy().mean() for k in (1, 4, 16, 64, 2000)]
+    estimates = [likelihood.importance_sampled_log_likelihood(lambda k: tf.constant(draws[:k]), k, k).numpy().mean()
+                 for k in (1, 4, 16, 64, 2000)]
     assert all(a < b for a, b in zip(estimates, estimates[1:])) and abs(estimates[-1]) < 0.05
 
 
@@ -100,12 +102,11 @@ def test_bad_sample_counts_name_the_config_fields():
 
 
 def test_units_use_the_plus_one_normaliser():
-    log_likelihood = tf.constant([-10.0, -20.0])
-    lengths = tf.constant([4, 5])
-    nats = likelihood.nats_per_token(log_likelihood, lengths).numpy()
-    assert nats == pytest.approx(30.0 / (5 + 6))
-    assert likelihood.bits_per_character(nats) == pytest.approx(30.0 / 11 / math.log(2))
-    assert likelihood.normaliser(lengths).numpy() == 11
+    accumulator = likelihood.LikelihoodAccumulator()
+    accumulator.update(tf.constant([-10.0, -20.0]), tf.constant([4, 5]))
+    result = accumulator.result()
+    assert result["nll"] == pytest.approx(30.0 / (5 + 6)) and result["tokens"] == 11
+    assert result["bpc"] == likelihood.bits_per_character(result["nll"]) == pytest.approx(30.0 / 11 / math.log(2))
 
 
 def test_accumulator_over_batches_equals_the_whole_split():
@@ -137,5 +138,6 @@ def test_accumulator_edge_cases():
 
 def test_evaluate_split():
     batches = [(tf.zeros([2, 3]), tf.constant([3, 1])), (tf.zeros([1, 2]), tf.constant([2]))]
-    result = likelihood.evaluate_split(lambda x, lengths: -tf.cast(lengths, tf.float32), batches)
-    assert result["nll"] == pytest.approx(6.0 / 9.0)
+    result = likelihood.evaluate_split(lambda x, lengths: -tf.cast(lengths, tf.float32), batches,
+                                       terms_fn=lambda x, lengths: {"twice": 2 * lengths})
+    assert result["nll"] == pytest.approx(6.0 / 9.0) and result["twice"] == pytest.approx(12.0 / 9.0)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from pipelines import prior_densities as pd
 from tflatent import config as config_lib
-from tflatent.models.latent_flow import build_model
+from tflatent.models.registry import build_model
 
 TINY = ["model.embedding_size=8", "model.hidden_size=8", "model.prior_rnn_units=8", "model.hidden_flow_units=8",
         "model.hidden_flow_layers=2"]

@@ -115,11 +115,13 @@ def test_flow_signatures_match_the_model(exported, fresh_results, name):
     np.testing.assert_array_equal(fresh_results[f"{name}/serving_default/lengths"], lengths)
     assert fresh_results[f"{name}/serving_default/x"].shape == (3, 7, 88)
 
-    log_likelihood = e.model.log_likelihood(e.x, e.lengths, SAMPLES, CHUNK, seed=LL_SEED).numpy()
+    log_likelihood = e.model.log_likelihood(e.x, e.lengths, num_samples=SAMPLES, chunk=CHUNK,
+                                            seed=LL_SEED).numpy()
     np.testing.assert_allclose(fresh_results[f"{name}/log_likelihood/log_likelihood"], log_likelihood, rtol=1e-5)
     np.testing.assert_allclose(fresh_results[f"{name}/log_likelihood/nll_per_token"],
                                -log_likelihood / (e.lengths + 1), rtol=1e-5)
-    other_seed = e.model.log_likelihood(e.x, e.lengths, SAMPLES, CHUNK, seed=LL_SEED + 1).numpy()
+    other_seed = e.model.log_likelihood(e.x, e.lengths, num_samples=SAMPLES, chunk=CHUNK,
+                                        seed=LL_SEED + 1).numpy()
     assert np.all(np.abs(other_seed - log_likelihood) > 1e-4)  # the seed does choose the samples
 
     mu, logvar = e.model.inference_net(e.x, e.lengths)

@@ -84,8 +84,8 @@ def test_beta_is_interpolated_per_batch_and_validation_uses_the_epoch_weight():
 def test_annealing_needs_beta_and_a_batch_count():
     model, bundle = standin()
     annealing = cb.KLAnnealing(1, 2)
-    annealing.set_model(types.SimpleNamespace())
-    with pytest.raises(ValueError, match="needs a model with a `beta`"):
+    annealing.set_model(types.SimpleNamespace(kl_weight=None))
+    with pytest.raises(ValueError, match="needs a model with a KL weight"):
         annealing.on_test_begin()
     annealing.set_model(model)
     annealing.set_params({"steps": None})

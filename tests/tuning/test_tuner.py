@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from tflatent import config as config_lib
-from tflatent import train
+from tflatent.training import fit as fit_lib
 from tflatent.tuning import tuner
 from tflatent.training.run_dir import diff
 
@@ -112,7 +112,7 @@ class InterruptSecondEpoch(keras.callbacks.Callback):
 def test_an_interrupted_search_resumes_and_runs_no_finished_trial_again(tiny, monkeypatch, capsys):
     directory = tiny[2]
     command = args(tiny, "--trials", "2", "--set", "train.epochs=2", "--set", "train.nll_every=2")
-    fit, calls = train.fit, []
+    fit, calls = fit_lib.fit, []
 
     def recorded_fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=None, callbacks=()):
         calls.append((os.path.relpath(run.path, directory), initial_epoch))
@@ -120,7 +120,7 @@ def test_an_interrupted_search_resumes_and_runs_no_finished_trial_again(tiny, mo
             callbacks = [*callbacks, InterruptSecondEpoch()]
         return fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=epochs, callbacks=callbacks)
 
-    monkeypatch.setattr(train, "fit", recorded_fit)
+    monkeypatch.setattr(fit_lib, "fit", recorded_fit)
     interrupt = True
     assert tuner.main(command) == 130  # interrupted in trial 1's second epoch
     assert "re-run the same command to continue" in capsys.readouterr().err

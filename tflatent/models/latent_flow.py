@@ -1,4 +1,4 @@
-"""LatentFlowModel: the latent normalizing-flow model of discrete sequences, and ``build_model``.
+"""LatentFlowModel: the latent normalizing-flow model of discrete sequences.
 
 Paper §5, reference docs/reference.md §2–5. The generative model is
 
@@ -10,7 +10,7 @@ the objective (docs/reference.md §4.2) is
     L_b = [ (1/S) Σ_s Σ_{t<T_b} ( −log p(x_t | z^s) + β (log q(z_t^s | x) − log p(z_t^s | z_<t^s, T_b)) ) − log p(T_b) ] / (T_b + 1)
 
 averaged over the batch, with S = ``elbo_samples`` samples z^s ~ q and β the KL weight (annealed by a
-callback through ``model.beta``). The KL term is a Monte-Carlo estimate per step, since the prior is a
+callback through ``model.kl_weight``). The KL term is a Monte-Carlo estimate per step, since the prior is a
 flow. Evaluation uses the importance-sampled likelihood (``tflatent.models.likelihood``).
 
 Shapes: text x [B, T] int32 (pad id 0); music x [B, T, 88] float32; lengths [B] int32; samples z
@@ -25,52 +25,47 @@ import functools
 import itertools
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tflatent.models import likelihood
 from tflatent.data.length_prior import sample_lengths
-from tflatent.models.emission import EmissionNetwork
-from tflatent.models.inference import InferenceNetwork
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.position import PositionFeatures
+from tflatent.models import likelihood
+from tflatent.models.base import SequenceModel
+from tflatent.models.emission import EmissionNetwork
+from tflatent.models.inference import InferenceNetwork
 from tflatent.priors.time_flow import TimeFlowPrior
 from tflatent.seeds import stateless_seed
 
 
-def length_log_prob_table(length_prior, max_time):
-    """log p(T) for T = 0..max_time as a float32 numpy table (−inf where p(T) = 0)."""
-    return np.asarray(length_prior.log_prob(np.arange(max_time + 1, dtype=np.int32)), dtype=np.float32)
-
-
-class LatentFlowModel(keras.Model):
+@keras.saving.register_keras_serializable(package="tflatent")
+class LatentFlowModel(SequenceModel):
     """q(z|x), the flow prior p(z|T), p(x|z) and p(T), trained by a custom ``train_step``.
 
     Args:
       vocab_size: V, the number of token ids (text) or 88 (music).
       music: whether x is a sequence of 88-dim binary frames (independent Bernoullis) or token ids.
       max_time: the size of the position features' range (the longest T the model accepts).
-      log_p_T: log p(T) for T = 0..max_time (see ``length_log_prob_table``).
+      length_log_prob: log p(T), a callable or a table for T = 0..max_time (``SequenceModel``).
       elbo_samples: S, the number of z samples per sequence in the training objective.
-      The remaining arguments are the fields of ``tflatent.config.ModelConfig``.
+      The remaining arguments are the fields of ``tflatent.config.ModelConfig`` the flow model uses.
     """
 
-    def __init__(self, vocab_size, music, max_time, log_p_T, elbo_samples=1, embedding_size=500,
+    has_latent = True
+
+    def __init__(self, vocab_size, music, max_time, length_log_prob, elbo_samples=1, embedding_size=500,
                  z_size=50, hidden_size=500, q_rnn_layers=2, gen_rnn_layers=2, time_flow="af",
                  hidden_flow="af", transform="nlsq", prior_rnn_units=500, prior_rnn_layers=2,
                  hidden_flow_layers=5, hidden_flow_hidden_layers=2, hidden_flow_units=100, dropout=0.2,
                  dropout_locations=("prior_rnn",), tie_weights=True, position_encoding="onehot",
                  position_encoding_size=64, lstm_init="pytorch", **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size = vocab_size
-        self.music = music
-        self.max_time = max_time
+        super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.elbo_samples = elbo_samples
         self.z_size = z_size
         locations = set(dropout_locations)
         rate = lambda where: dropout if where in locations else 0.0  # noqa: E731
         self._config = dict(
-            vocab_size=vocab_size, music=music, max_time=max_time, elbo_samples=elbo_samples,
+            elbo_samples=elbo_samples,
             embedding_size=embedding_size, z_size=z_size, hidden_size=hidden_size,
             q_rnn_layers=q_rnn_layers, gen_rnn_layers=gen_rnn_layers, time_flow=time_flow,
             hidden_flow=hidden_flow, transform=transform, prior_rnn_units=prior_rnn_units,
@@ -79,7 +74,6 @@ class LatentFlowModel(keras.Model):
             dropout=dropout, dropout_locations=list(dropout_locations), tie_weights=tie_weights,
             position_encoding=position_encoding, position_encoding_size=position_encoding_size,
             lstm_init=lstm_init)
-        self.log_p_T = tf.constant(log_p_T, dtype=tf.float32)
         self.beta = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
@@ -104,6 +98,21 @@ class LatentFlowModel(keras.Model):
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
+    @classmethod
+    def from_config_fields(cls, config, bundle):
+        """The flow model of ``config.model`` (and ``train.elbo_samples``) on ``bundle``, built."""
+        m = config.model
+        model = cls(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
+                    elbo_samples=config.train.elbo_samples,
+                    **{k: v for k, v in vars(m).items() if k not in ("type", "lstm_layers")})
+        model.build()
+        return model
+
+    @property
+    def kl_weight(self):
+        """β, the KL term's weight in the training objective (annealed by ``KLAnnealing``)."""
+        return self.beta
+
     @property
     def metrics(self):
         return [self.loss_tracker, self.recon_tracker, self.kl_tracker]
@@ -117,10 +126,6 @@ class LatentFlowModel(keras.Model):
         self.built = True
 
     # ------------------------------------------------------------------ the model's terms
-    def length_log_prob(self, lengths):
-        """log p(T) [B] for lengths [B]."""
-        return tf.gather(self.log_p_T, lengths)
-
     def step_terms(self, x, lengths, num_samples, training=False, seed=None):
         """Per-step −log p(x_t|z) and log q(z_t|x) − log p(z_t|z_<t, T) for S samples z ~ q: [S, B, T] each."""
         mu, logvar = self.inference_net(x, lengths, training=training)  # [B, T, Z] each
@@ -139,6 +144,14 @@ class LatentFlowModel(keras.Model):
         recon, kl = self.step_terms(x, lengths, num_samples, training=training, seed=seed)
         return (tf.reduce_mean(tf.reduce_sum(recon, axis=-1), axis=0),
                 tf.reduce_mean(tf.reduce_sum(kl, axis=-1), axis=0))
+
+    def encode(self, x, lengths):
+        """q(z | x): (μ, log σ²) [B, T, Z] each, at inference (no dropout)."""
+        return self.inference_net(x, lengths)
+
+    def elbo_terms(self, x, lengths):
+        """``sequence_terms`` with the training objective's ``elbo_samples`` samples: (recon, kl) [B] each."""
+        return self.sequence_terms(x, lengths, self.elbo_samples)
 
     def objective(self, x, lengths, training=False):
         """The reference's per-sequence objective and its parts, divided by T_b + 1: (loss, recon, kl) [B]."""
@@ -179,50 +192,23 @@ class LatentFlowModel(keras.Model):
         return self.objective(x, lengths, training=training)[0]
 
     # ------------------------------------------------------------------ evaluation and generation
-    def log_likelihood(self, x, lengths, num_samples, chunk, seed=None):
+    def log_likelihood(self, x, lengths, *, num_samples=None, chunk=None, seed=None):
         """Importance-sampled log p̂(x | T) + log p(T) per sequence [B] (docs/reference.md §5.1).
 
-        ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``); chunk i draws its samples
-        with the seed folded with i, so a given seed, K and chunk size give the same estimate.
+        ``num_samples`` K is required; ``chunk`` samples are drawn at a time (None: all K). ``seed``:
+        None, an int or a stateless [2] seed (``tflatent.seeds``); chunk i draws its samples with the
+        seed folded with i, so a given seed, K and chunk size give the same estimate.
         """
+        if num_samples is None:
+            raise ValueError("LatentFlowModel.log_likelihood needs num_samples, the importance samples K "
+                             "(config: train.nll_samples)")
         base_seed = stateless_seed(seed)
         chunk_index = itertools.count()
         log_px = likelihood.importance_sampled_log_likelihood(
             lambda k: self.log_weights(
                 x, lengths, k, seed=tf.random.experimental.stateless_fold_in(base_seed, next(chunk_index))),
-            num_samples, chunk)
+            num_samples, chunk or num_samples)
         return log_px + self.length_log_prob(lengths)
-
-    def evaluate_nll(self, dataset, num_samples, chunk=10):
-        """Importance-sampled NLL of (x, lengths) batches, with the ELBO and its terms at β = 1.
-
-        Returns {"nll", "bpc" | "nats_per_frame", "elbo", "recon", "kl", "sequences", "tokens"}, every
-        figure per token (frame) with the Σ(T + 1) normaliser (docs/reference.md §5.1). As in the reference, the
-        ELBO terms come from a separate pass with ``elbo_samples`` samples.
-        """
-        specs = self._input_signature()
-        log_likelihood = tf.function(lambda x, lengths: self.log_likelihood(x, lengths, num_samples, chunk),
-                                     input_signature=specs)
-        terms = tf.function(lambda x, lengths: self.sequence_terms(x, lengths, self.elbo_samples),
-                            input_signature=specs)
-        recon_total = kl_total = log_p_T_total = 0.0
-        accumulator = likelihood.LikelihoodAccumulator()
-        for x, lengths in dataset:
-            accumulator.update(log_likelihood(x, lengths), lengths)
-            recon, kl = terms(x, lengths)
-            recon_total += float(tf.reduce_sum(recon))
-            kl_total += float(tf.reduce_sum(kl))
-            log_p_T_total += float(tf.reduce_sum(self.length_log_prob(lengths)))
-        result = accumulator.result(music=self.music)
-        tokens = result["tokens"]
-        result.update(recon=recon_total / tokens, kl=kl_total / tokens,
-                      elbo=(recon_total + kl_total - log_p_T_total) / tokens)
-        return result
-
-    def _input_signature(self):
-        x = (tf.TensorSpec([None, None, self.vocab_size], tf.float32) if self.music
-             else tf.TensorSpec([None, None], tf.int32))
-        return [x, tf.TensorSpec([None], tf.int32)]
 
     def generate(self, lengths=None, num_samples=None, temperature=1.0, seed=None, sample_x=False):
         """Samples sequences from the model, compiled (one trace per T_max).
@@ -246,7 +232,7 @@ class LatentFlowModel(keras.Model):
         """
         length_seed, noise_seed, emission_seed = _generation_seeds(seed)
         if lengths is None:
-            lengths = sample_lengths(self.log_p_T, num_samples, length_seed)
+            lengths = sample_lengths(self.length_log_prob_table, num_samples, length_seed)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
         if self._generate_fn is None:
             self._generate_fn = tf.function(functools.partial(self._generate, xla_prior=True))
@@ -274,24 +260,9 @@ class LatentFlowModel(keras.Model):
         return self.emission.decode(z, lengths, sample=sample_x, seed=emission_seed)
 
     def get_config(self):
-        return {**super().get_config(), **self._config, "log_p_T": self.log_p_T.numpy().tolist()}
+        return {**super().get_config(), **self._config}
 
 
 def _generation_seeds(seed):
     """The stateless seeds of the lengths, the prior's noise and the emission: one ``seed`` → three [2] seeds."""
     return tf.unstack(tf.random.experimental.stateless_split(stateless_seed(seed), 3))
-
-
-def build_model(config, bundle):
-    """Builds the model a config asks for on a data bundle (``tflatent.data.load_dataset``)."""
-    m = config.model
-    log_p_T = length_log_prob_table(bundle.length_prior, bundle.max_time)
-    if m.type == "lstm":
-        from tflatent.models.lstm_baseline import LSTMBaseline
-        return LSTMBaseline.from_config_fields(config, bundle, log_p_T)
-    model = LatentFlowModel(
-        bundle.vocab_size, bundle.is_music, bundle.max_time, log_p_T,
-        elbo_samples=config.train.elbo_samples,
-        **{k: v for k, v in vars(m).items() if k != "type"})
-    model.build()
-    return model

@@ -23,13 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 
-def log_mean_exp(log_weights, axis=0):
-    """log (1/K) Σ_k exp(w_k) along ``axis`` (the K samples): [K, B] → [B]."""
-    log_weights = tf.convert_to_tensor(log_weights)
-    num = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
-    return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(num)
-
-
 def importance_sampled_log_likelihood(log_weight_fn, num_samples, chunk_size):
     """log p̂(x | T) [B] from ``num_samples`` importance samples drawn ``chunk_size`` at a time.
 
@@ -55,16 +48,6 @@ def importance_sampled_log_likelihood(log_weight_fn, num_samples, chunk_size):
         with tf.control_dependencies(chunk_totals[-1:]):
             chunk_totals.append(tf.reduce_logsumexp(log_weight_fn(size), axis=0))
     return tf.reduce_logsumexp(tf.stack(chunk_totals), axis=0) - math.log(num_samples)
-
-
-def normaliser(lengths):
-    """Σ (T + 1): the number of tokens (or frames) a split's NLL is divided by."""
-    return tf.reduce_sum(tf.cast(lengths, tf.float64) + 1.0)
-
-
-def nats_per_token(log_likelihood, lengths):
-    """−Σ log p̂(x, T) / Σ (T + 1) for per-sequence log p̂(x | T) + log p(T) [B] (nats per frame for music)."""
-    return -tf.reduce_sum(tf.cast(log_likelihood, tf.float64)) / normaliser(lengths)
 
 
 def bits_per_character(nats):
@@ -103,10 +86,22 @@ class LikelihoodAccumulator:
         return {"nll": nats, **unit, "sequences": self.sequences, "tokens": self.tokens}
 
 
-def evaluate_split(log_likelihood_fn, batches, music=False):
-    """``LikelihoodAccumulator.result`` over (x, lengths) batches, with
-    ``log_likelihood_fn(x, lengths) -> log p̂(x | T) + log p(T) [B]``."""
+def evaluate_split(log_likelihood_fn, batches, music=False, terms_fn=None):
+    """The NLL of a split: ``LikelihoodAccumulator.result`` over (x, lengths) batches.
+
+    Args:
+      log_likelihood_fn: (x, lengths) → log p̂(x | T) + log p(T) [B].
+      batches: (x, lengths) pairs.
+      music: report nats per frame (else bits per character).
+      terms_fn: optional (x, lengths) → {name: per-sequence value [B]}; each is summed over the split
+        and reported per token (frame), Σ value / Σ (T + 1), under its name.
+    """
     accumulator = LikelihoodAccumulator()
+    totals = {}
     for x, lengths in batches:
         accumulator.update(log_likelihood_fn(x, lengths), lengths)
-    return accumulator.result(music)
+        for name, value in (terms_fn(x, lengths) if terms_fn else {}).items():
+            totals[name] = totals.get(name, 0.0) + float(np.sum(np.asarray(value, dtype=np.float64)))
+    result = accumulator.result(music)
+    result.update({name: total / result["tokens"] for name, total in totals.items()})
+    return result

@@ -25,32 +25,30 @@ column (and its Bernoulli term) is absent.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tflatent.models import likelihood
 from tflatent.data.length_prior import sample_lengths
-from tflatent.models.emission import emission_distribution
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.initializers import uniform
 from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.position import PositionFeatures
+from tflatent.models.base import SequenceModel
+from tflatent.models.emission import emission_distribution
 from tflatent.seeds import stateless_seed
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
-class LSTMBaseline(keras.Model):
+class LSTMBaseline(SequenceModel):
     """The T-conditioned LSTM language model with tied embeddings.
 
     Args:
       vocab_size: V, token ids (text) or 88 (music).
       max_time: max_T of the position features (the longest T the model accepts).
-      length_log_prob: log p(T), either a callable on an int tensor of lengths (e.g. a data bundle's
-        ``length_prior.log_prob``) or a table for T = 0..max_time; stored as the table.
+      length_log_prob: log p(T), a callable or a table for T = 0..max_time (``SequenceModel``).
       music: whether x is a sequence of 88-dim frames (independent Bernoullis).
       embedding_size: E (500 in the paper); also the width of W.
       hidden_size: H (500).
-      num_layers: stacked LSTM layers (2; the reference takes them from ``--p_rnn_layers``).
+      num_layers: stacked LSTM layers (config ``model.lstm_layers``, 2; the reference's ``--p_rnn_layers``).
       dropout: on the embeddings, between the LSTM layers and on the LSTM outputs (0.1 in the README).
       tie_weights: whether the output matrix is the embedding (else an own Linear(E → V), U(±0.07)).
       position_encoding, position_encoding_size: see ``PositionFeatures``.
@@ -61,10 +59,7 @@ class LSTMBaseline(keras.Model):
     def __init__(self, vocab_size, max_time, length_log_prob, music=False, embedding_size=500,
                  hidden_size=500, num_layers=2, dropout=0.1, tie_weights=True, position_encoding="onehot",
                  position_encoding_size=64, lstm_init="pytorch", global_batch_size=None, **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size = int(vocab_size)
-        self.max_time = int(max_time)
-        self.music = bool(music)
+        super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.embedding_size = int(embedding_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -72,13 +67,6 @@ class LSTMBaseline(keras.Model):
         self.tie_weights = bool(tie_weights)
         self.lstm_init = lstm_init
         self.global_batch_size = global_batch_size
-        if callable(length_log_prob):
-            length_log_prob = length_log_prob(np.arange(self.max_time + 1, dtype=np.int32))
-        table = np.asarray(length_log_prob, dtype=np.float32)
-        if table.shape != (self.max_time + 1,):
-            raise ValueError(f"LSTMBaseline: length_log_prob must give log p(T) for T = 0..max_time "
-                             f"({self.max_time + 1} values); got shape {table.shape}")
-        self.length_log_prob_table = tf.constant(table)
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
         self.embedding = SequenceEmbedding(vocab_size, embedding_size, music=music, dropout=dropout,
@@ -98,11 +86,11 @@ class LSTMBaseline(keras.Model):
         self._sample_fn = None
 
     @classmethod
-    def from_config_fields(cls, config, bundle, length_log_prob):
+    def from_config_fields(cls, config, bundle):
         """The baseline a ``tflatent.config.Config`` asks for on a data bundle, built."""
         m = config.model
-        model = cls(bundle.vocab_size, bundle.max_time, length_log_prob, music=bundle.is_music,
-                    embedding_size=m.embedding_size, hidden_size=m.hidden_size, num_layers=m.prior_rnn_layers,
+        model = cls(bundle.vocab_size, bundle.max_time, bundle.length_prior.log_prob, music=bundle.is_music,
+                    embedding_size=m.embedding_size, hidden_size=m.hidden_size, num_layers=m.lstm_layers,
                     dropout=m.dropout, tie_weights=m.tie_weights, position_encoding=m.position_encoding,
                     position_encoding_size=m.position_encoding_size, lstm_init=m.lstm_init)
         model.build()
@@ -139,26 +127,21 @@ class LSTMBaseline(keras.Model):
         return self._logits(self.output_dropout(outputs, training=training))
 
     # ------------------------------------------------------------------ likelihood
-    def length_log_prob(self, lengths):
-        """log p(T) [B]."""
-        return tf.gather(self.length_log_prob_table, lengths)
-
     def sequence_log_prob(self, x, lengths, training=False):
         """log p(x | T) = Σ_{t<T} log p(x_t | x_<t, T) per sequence: [B]."""
         log_p = emission_distribution(self((x, lengths), training=training), self.music).log_prob(x)
         return tf.reduce_sum(log_p * tf.sequence_mask(lengths, tf.shape(log_p)[1], dtype=log_p.dtype), axis=1)
 
-    def log_likelihood(self, x, lengths):
-        """The exact log p(x, T) = log p(x | T) + log p(T) per sequence: [B]."""
-        return self.sequence_log_prob(x, lengths) + self.length_log_prob(lengths)
+    def log_likelihood(self, x, lengths, *, num_samples=None, chunk=None, seed=None):
+        """The exact log p(x, T) = log p(x | T) + log p(T) per sequence: [B].
 
-    def evaluate_nll(self, dataset, num_samples=None, chunk=None):
-        """The exact NLL of (x, lengths) batches: {"nll", "bpc" | "nats_per_frame", ...} (docs/reference.md §5.1 units).
-
-        ``num_samples`` and ``chunk`` are accepted for the flow model's interface and ignored.
+        No sampling, so ``chunk`` and ``seed`` do not apply; ``num_samples`` is refused, since asking for
+        an importance-sampled estimate of this model is a mistake the caller should hear about.
         """
-        return likelihood.evaluate_split(tf.function(self.log_likelihood, reduce_retracing=True), dataset,
-                                      music=self.music)
+        if num_samples is not None:
+            raise ValueError(f"LSTMBaseline.log_likelihood is exact: num_samples={num_samples} applies only to "
+                             "a model with a latent (check model.has_latent)")
+        return self.sequence_log_prob(x, lengths) + self.length_log_prob(lengths)
 
     # ------------------------------------------------------------------ training
     def _objective(self, x, lengths, training):
@@ -239,8 +222,7 @@ class LSTMBaseline(keras.Model):
         return x * (mask[..., None] if self.music else mask)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "max_time": self.max_time,
-                "length_log_prob": self.length_log_prob_table.numpy().tolist(), "music": self.music,
+        return {**super().get_config(),
                 "embedding_size": self.embedding_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "dropout": self.dropout_rate, "tie_weights": self.tie_weights,
                 "position_encoding": self.position.kind, "position_encoding_size": self.position.size,

@@ -43,7 +43,7 @@ class ServingModule(tf.Module):
                  num_samples: int, chunk: int):
         super().__init__(name="tflatent")
         self._holder = _NotTracked(model)
-        self._flow = config.model.type == "flow"
+        self._flow = model.has_latent
         self._num_samples = num_samples
         self._chunk = chunk
         # Keras 3 variables are not tf.Module-tracked; the SavedModel saves these (as keras.export does).
@@ -90,7 +90,7 @@ class ServingModule(tf.Module):
     def _sampled_log_likelihood(self, x, lengths, seed):
         x, lengths = self._checked(x, lengths)
         return _likelihood_outputs(self.model.log_likelihood(
-            x, lengths, self._num_samples, self._chunk, seed=tf.stack([seed, 0])), lengths)
+            x, lengths, num_samples=self._num_samples, chunk=self._chunk, seed=tf.stack([seed, 0])), lengths)
 
     def _exact_log_likelihood(self, x, lengths):
         x, lengths = self._checked(x, lengths)
@@ -98,7 +98,7 @@ class ServingModule(tf.Module):
 
     def _encode(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        mu, logvar = self.model.inference_net(x, lengths)  # [B, T, Z] each
+        mu, logvar = self.model.encode(x, lengths)  # [B, T, Z] each
         mask = tf.sequence_mask(lengths, tf.shape(mu)[1], dtype=mu.dtype)[..., None]
         return {"z_mean": mu * mask, "z_log_variance": logvar * mask}
 
@@ -173,7 +173,7 @@ def next_version(out_dir: str) -> int:
 def make_metadata(model: keras.Model, config: config_lib.Config, vocabulary, num_samples: int, chunk: int,
                   source: dict) -> dict:
     """The contents of ``metadata.json``: what a client needs to build requests and decode answers."""
-    flow = config.model.type == "flow"
+    flow = model.has_latent
     metadata = {
         "format_version": FORMAT_VERSION,
         "model": config.model.type,

@@ -1,6 +1,6 @@
 """Keras callbacks for the reference's training schedule (``docs/reference.md`` §4.3–4.4, §5.1).
 
-* :class:`KLAnnealing` sets the KL weight ``model.beta`` before every batch.
+* :class:`KLAnnealing` sets the KL weight ``model.kl_weight`` before every batch.
 * :class:`PlateauLRDecay` divides the learning rate by 4 when the validation loss stops improving,
   once annealing is done, and resets the optimizer as the reference's rebuild does.
 * :class:`ImportanceSampledNLL` puts the importance-sampled validation NLL into the epoch logs.
@@ -91,9 +91,9 @@ class KLAnnealing(keras.callbacks.Callback):
         return before + (after - before) * batch / steps
 
     def _set(self, value: float) -> None:
-        beta = getattr(self.model, "beta", None)
+        beta = self.model.kl_weight
         if beta is None:
-            raise ValueError(f"KLAnnealing needs a model with a `beta` variable; {type(self.model).__name__} "
+            raise ValueError(f"KLAnnealing needs a model with a KL weight; {type(self.model).__name__} "
                              "has none (the LSTM baseline has no KL term: leave the callback out)")
         beta.assign(value)
 
@@ -308,7 +308,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or math.isfinite(value):
             return
-        beta = getattr(self.model, "beta", None)
+        beta = self.model.kl_weight
         state = f"β = {_value(beta):.3g}, " if beta is not None else ""
         state += f"learning rate {_value(self.model.optimizer.learning_rate):.3g}"
         raise NonFiniteLossError(

@@ -20,7 +20,6 @@ epochs). Nothing here deletes or overwrites a checkpoint: an existing run resume
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Optional
 
@@ -29,6 +28,7 @@ import tensorflow as tf
 
 from tflatent import config as config_lib
 from tflatent import json_files
+from tflatent.models import registry
 from tflatent.training import optimizers
 from tflatent.training.callbacks import RunBackup, read_record
 
@@ -127,21 +127,23 @@ def ensure_built(model: keras.Model, dataset: tf.data.Dataset) -> None:
                          "build_model must return a built model (call its build())")
 
 
-def restore_model(run: RunDir, bundle, checkpoint: str = "best") -> tuple[keras.Model, str]:
+def restore_model(run: RunDir, bundle, checkpoint: str = "best",
+                  build_model=registry.build_model) -> tuple[keras.Model, str]:
     """The model of ``run`` with the weights of ``checkpoint`` (see :meth:`RunDir.checkpoint`).
 
-    Returns (model, checkpoint path). The model is compiled with the run's optimizer, whose state the
-    checkpoint also holds, and its KL weight (if any) is 1, as for evaluation.
+    Returns (model, checkpoint path). The model (``build_model(config, bundle)``, the registry's by
+    default) is compiled with the run's optimizer, whose state the checkpoint also holds, and its KL
+    weight (if any) is 1, as for evaluation.
     """
     config = run.load_config()
     path = run.checkpoint(checkpoint)
-    model = importlib.import_module("tflatent.models.latent_flow").build_model(config, bundle)
+    model = build_model(config, bundle)
     model.compile(optimizer=optimizers.make_optimizer(config.train))
     ensure_built(model, bundle.batches("valid", False))
     model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
-    if getattr(model, "beta", None) is not None:
-        model.beta.assign(1.0)
+    if model.kl_weight is not None:
+        model.kl_weight.assign(1.0)
     return model, path
 
 

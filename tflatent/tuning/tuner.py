@@ -60,8 +60,9 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from tflatent import config as config_lib
-from tflatent import data, train
+from tflatent import data
 from tflatent.training import distribute
+from tflatent.training import fit as fit_lib
 from tflatent.tuning import search_space
 from tflatent.json_files import read_json, write_json
 from tflatent.training.run_dir import RunDir, diff
@@ -200,7 +201,7 @@ class LatentFlowHyperModel(kt.HyperModel):
 
     ``build(hp)`` runs inside the tuner's strategy scope (KerasTuner enters it) and returns the compiled,
     built model of the trial's config, initialised from ``train.seed + k`` for execution k.
-    ``fit(hp, model, callbacks, epochs, initial_epoch)`` trains it with :func:`tflatent.train.fit` in
+    ``fit(hp, model, callbacks, epochs, initial_epoch)`` trains it with :func:`tflatent.training.fit.fit` in
     the run directory ``<trial>/execution<k>`` (KerasTuner's callbacks after the run's own; Hyperband
     passes ``epochs`` and ``initial_epoch``) and returns ``{objective: best value}``.
 
@@ -242,7 +243,7 @@ class LatentFlowHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(config.train.seed + self._execution)
         distribute.set_precision(config.train.mixed_precision, self.strategy)
         bundle, inputs = self._data(config)
-        return train.compiled_model(config, bundle, inputs.valid)
+        return fit_lib.compiled_model(config, bundle, inputs.valid)
 
     def fit(self, hp, model, callbacks=(), epochs: Optional[int] = None, initial_epoch: int = 0):
         config = self.trial_config(hp)
@@ -255,8 +256,8 @@ class LatentFlowHyperModel(kt.HyperModel):
         bundle, inputs = self._data(config)
         chief = distribute.is_chief(self.strategy)
         initial_epoch = max(initial_epoch, run.completed_epochs())  # a re-run continues from the backup
-        status, message, history = train.fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=epochs,
-                                             callbacks=callbacks)
+        status, message, history = fit_lib.fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=epochs,
+                                               callbacks=callbacks)
         if status != "completed":
             raise kt.errors.FailedTrialError(message)
         value = objective_value(read_history(run.history_path) if chief else history, self.objective)
@@ -265,11 +266,11 @@ class LatentFlowHyperModel(kt.HyperModel):
         return {self.objective: value}
 
     def _data(self, config: config_lib.Config) -> tuple:
-        """(bundle, :class:`tflatent.train.Inputs`) of ``config``, made once for all trials that share them."""
+        """(bundle, :class:`tflatent.training.fit.Inputs`) of ``config``, made once for all trials that share them."""
         key = json.dumps([dataclasses.asdict(config.data), config.train.seed, config.train.steps_per_epoch])
         if key not in self._data_cache:
             bundle = data.load_dataset(config.data, config.train.seed)
-            self._data_cache[key] = bundle, train.make_inputs(config, bundle, self.strategy)
+            self._data_cache[key] = bundle, fit_lib.make_inputs(config, bundle, self.strategy)
         return self._data_cache[key]
 
 

@@ -1,0 +1,142 @@
+"""``SequenceModel``: what every model of p(x, T) offers the training, evaluation and serving code.
+
+Both models define the joint density of a sequence and its length, p(x, T) = p(x | T) p(T), and are
+trained on the per-sequence objective [−log p(x | T) − log p(T)] / (T + 1) (docs/reference.md §4.2),
+averaged over the batch. What the callers may rely on:
+
+=======================  ==================================================================================
+``has_latent``           whether the model has a latent z (an ELBO with a KL term, importance sampling)
+``kl_weight``            the β of the KL term as a non-trainable variable (KL annealing assigns it), or
+                         None for a model without a latent: there is nothing to anneal
+``encode``               latent models: q(z | x)'s mean and log-variance per step
+``length_log_prob``      log p(T) [B] for lengths [B], from the table over T = 0..max_time
+``log_likelihood``       log p(x | T) + log p(T) per sequence [B]: exact, or importance-sampled with K =
+                         ``num_samples`` for a latent model (a model without one refuses ``num_samples``)
+``evaluate_nll``         the NLL of a split in the paper's units (one loop for both models, below)
+``generate``             (x, lengths) sampled from the model
+``from_config_fields``   the model a ``tflatent.config.Config`` asks for on a data bundle, built
+=======================  ==================================================================================
+
+``SequenceModel`` is a ``keras.Model`` subclass rather than a mixin or a ``typing.Protocol``: both
+models are Keras models with their own ``train_step`` (so ``fit``, callbacks and checkpoints treat them
+alike), the contract's shared parts (the p(T) table, the split evaluation, the input signature) need
+the model's state, and a stand-in for tests subclasses it the same way. Methods a model must supply
+raise ``NotImplementedError`` here (an ``abc.ABCMeta`` would clash with Keras's own class machinery).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tflatent.models import likelihood
+
+
+class SequenceModel(keras.Model):
+    """A model of p(x, T) with the contract in the module docstring.
+
+    Args:
+      vocab_size: V, token ids (text) or 88 (music).
+      music: whether x is a sequence of V-dim binary frames (else token ids).
+      max_time: max_T, the longest T the model accepts.
+      length_log_prob: log p(T), either a callable on an int array of lengths (e.g. a data bundle's
+        ``length_prior.log_prob``) or a table for T = 0..max_time; stored as the table
+        ``length_log_prob_table`` (−inf where p(T) = 0).
+      **kwargs: ``keras.Model`` arguments.
+    """
+
+    has_latent = False
+
+    def __init__(self, vocab_size, music, max_time, length_log_prob, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.music = bool(music)
+        self.max_time = int(max_time)
+        if callable(length_log_prob):
+            length_log_prob = length_log_prob(np.arange(self.max_time + 1, dtype=np.int32))
+        table = np.asarray(length_log_prob, dtype=np.float32)
+        if table.shape != (self.max_time + 1,):
+            raise ValueError(f"{type(self).__name__}: length_log_prob must give log p(T) for T = 0..max_time "
+                             f"({self.max_time + 1} values); got shape {table.shape}")
+        self.length_log_prob_table = tf.constant(table)
+
+    @classmethod
+    def from_config_fields(cls, config, bundle):
+        """The model ``config`` (a ``tflatent.config.Config``) asks for on ``bundle``, built."""
+        raise NotImplementedError(f"{cls.__name__}.from_config_fields")
+
+    @property
+    def kl_weight(self):
+        """β of the KL term (a non-trainable tf.Variable), or None when the model has no latent."""
+        return None
+
+    def length_log_prob(self, lengths):
+        """log p(T) [B] for lengths [B]."""
+        return tf.gather(self.length_log_prob_table, lengths)
+
+    def log_likelihood(self, x, lengths, *, num_samples=None, chunk=None, seed=None):
+        """log p(x | T) + log p(T) per sequence [B] (docs/reference.md §5.1).
+
+        Args:
+          num_samples: K importance samples (latent models only; a model without a latent refuses it).
+          chunk: samples drawn at a time (latent models; None: all K at once). Memory only: the
+            estimate does not depend on it.
+          seed: None, an int or a stateless [2] seed (``tflatent.seeds``) for the samples.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.log_likelihood")
+
+    def encode(self, x, lengths):
+        """Latent models: the parameters of q(z | x), (mean, log-variance) [B, T, Z] each."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent to encode to")
+
+    def elbo_terms(self, x, lengths):
+        """Latent models: per-sequence −E_q log p(x | z) and the KL estimate (at β = 1), [B] each."""
+        raise NotImplementedError(f"{type(self).__name__} has no latent, hence no ELBO terms")
+
+    def evaluate_nll(self, dataset, *, num_samples=None, chunk=None):
+        """The NLL of the (x, lengths) batches of a split, per token (frame), with the Σ(T + 1) normaliser.
+
+        Returns {"nll", "bpc" | "nats_per_frame", "sequences", "tokens"} (``likelihood.evaluate_split``)
+        and, for a latent model, the ELBO and its terms at β = 1: "elbo", "recon", "kl" per token. As in
+        the reference, those come from a separate pass with the model's training samples. A model
+        without a latent computes the exact NLL and ignores ``num_samples`` and ``chunk``.
+        """
+        signature = self.input_signature()
+        if self.has_latent:
+            log_likelihood = functools.partial(self.log_likelihood, num_samples=num_samples, chunk=chunk)
+            elbo_terms = tf.function(self.elbo_terms, input_signature=signature)
+
+            def terms(x, lengths):
+                recon, kl = elbo_terms(x, lengths)
+                return {"recon": recon, "kl": kl, "elbo": recon + kl - self.length_log_prob(lengths)}
+        else:
+            log_likelihood, terms = self.log_likelihood, None
+        return likelihood.evaluate_split(tf.function(log_likelihood, input_signature=signature), dataset,
+                                         music=self.music, terms_fn=terms)
+
+    def input_signature(self):
+        """[x, lengths] specs: x [B, T] int32 (text) or [B, T, V] float32 (music); lengths [B] int32."""
+        x = (tf.TensorSpec([None, None, self.vocab_size], tf.float32) if self.music
+             else tf.TensorSpec([None, None], tf.int32))
+        return [x, tf.TensorSpec([None], tf.int32)]
+
+    def generate(self, lengths=None, num_samples=None, temperature=1.0, seed=None):
+        """Samples (x, lengths): for the given lengths [N], or ``num_samples`` lengths drawn from p(T)."""
+        raise NotImplementedError(f"{type(self).__name__}.generate")
+
+    # ------------------------------------------------------------------ saving
+    # A model's config rebuilds it with its shared layers shared (the embedding and the tied output);
+    # ``keras.saving.load_model`` then builds it (below) and loads the weights of a ``.keras`` file.
+    def get_build_config(self):
+        return {"built": self.built}
+
+    def build_from_config(self, config):
+        if config.get("built") and not self.built:
+            self.build()
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "music": self.music,
+                "max_time": self.max_time, "length_log_prob": self.length_log_prob_table.numpy().tolist()}
