@@ -1,6 +1,6 @@
 """Figure 5(c) of the paper: a 5-layer AF flow fitted to a 2-D mixture of four Gaussians, NLSq vs affine.
 
-Both flows are `HiddenFlow("af", dim=2, context_dim=0, num_layers=5)` with the reference's MADE
+Both flows are `make_hidden_flow("af", dim=2, context_dim=0, num_layers=5)` with the reference's MADE
 sizes (2 hidden layers of 100 units), trained by maximum likelihood with Adam on the same draws.
 Prints one JSON object with both test NLLs (nats per point, lower is better), the mixture's own
 NLL on the same test points (the floor) and the run time, and writes a PNG with the data and both
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
-from tflatent.priors import HiddenFlow  # noqa: E402
+from tflatent.priors import make_hidden_flow  # noqa: E402
 
 MEANS = np.array([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
 STD = 0.5
@@ -43,8 +43,8 @@ def mixture_log_prob(x):
 
 def fit(transform, train, args):
     """Trains one flow by maximum likelihood; returns it."""
-    flow = HiddenFlow("af", dim=2, context_dim=0, num_layers=5, hidden_units=args.hidden_units,
-                      transform=transform, name=f"af_{transform}")
+    flow = make_hidden_flow("af", dim=2, context_dim=0, num_layers=5, hidden_units=args.hidden_units,
+                            transform=transform, name=f"af_{transform}")
     flow.build()
     optimizer = keras.optimizers.Adam(args.learning_rate)
     optimizer.build(flow.trainable_variables)

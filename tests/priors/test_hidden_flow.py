@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from flow_helpers import randomize_weights
 
-from tflatent.priors import HiddenFlow
+from tflatent.priors import AutoregressiveHiddenFlow, make_hidden_flow
 from tflatent.priors.hidden_flow import standard_normal_log_prob
 
 DIM, CONTEXT = 5, 3
@@ -17,8 +17,8 @@ CASES = list(itertools.product(["af", "scf", "none"], ["nlsq", "affine"]))
 
 def make_flow(kind, transform="nlsq", dim=DIM, context_dim=CONTEXT, num_layers=3, scale=0.3, **kwargs):
     """A small flow whose weights are random enough that every path matters."""
-    flow = HiddenFlow(kind, dim=dim, context_dim=context_dim, num_layers=num_layers, hidden_units=16,
-                      transform=transform, **kwargs)
+    flow = make_hidden_flow(kind, dim=dim, context_dim=context_dim, num_layers=num_layers, hidden_units=16,
+                            transform=transform, **kwargs)
     flow.build()
     if scale:
         randomize_weights(flow, scale)
@@ -54,6 +54,14 @@ def test_single_pass_inverse_equals_the_tfp_bijector(kind, transform):
     bijector = flow.bijector(context)
     np.testing.assert_allclose(eps, bijector.inverse(z), atol=1e-6)
     np.testing.assert_allclose(log_det, bijector.inverse_log_det_jacobian(z, event_ndims=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,transform", CASES)
+def test_forward_equals_the_tfp_bijector(kind, transform):
+    flow = make_flow(kind, transform, scale=0.5)
+    eps, context = random_inputs(batch_shape=(2, 4), seed=4)
+    np.testing.assert_allclose(flow.forward(eps, context)[0], flow.bijector(context).forward(eps),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind,transform", CASES)
@@ -189,9 +197,9 @@ def test_context_dim_zero_and_context_errors():
     with pytest.raises(ValueError, match="last axis must be 5"):
         make_flow("scf").log_prob(tf.zeros([2, 4]), tf.zeros([2, CONTEXT]))
     with pytest.raises(ValueError, match="kind='maf'"):
-        HiddenFlow("maf", dim=DIM, context_dim=0)
+        make_hidden_flow("maf", dim=DIM, context_dim=0)
     with pytest.raises(ValueError, match="transform='cubic'"):
-        HiddenFlow("af", dim=DIM, context_dim=0, transform="cubic")
+        make_hidden_flow("af", dim=DIM, context_dim=0, transform="cubic")
 
 
 @pytest.mark.parametrize("kind", ["af", "scf"])
@@ -222,7 +230,7 @@ def test_sampling_projects_the_context_once_per_layer_not_per_dim(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["af", "scf", "none"])
 def test_dtype_policy_reaches_every_conditioner(kind):
-    flow = HiddenFlow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16, dtype="float64")
+    flow = make_hidden_flow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16, dtype="float64")
     flow.build()
     assert {w.dtype for w in flow.weights} == {"float64"}
     eps, context = (tf.cast(x, tf.float64) for x in random_inputs(seed=3))
@@ -242,3 +250,19 @@ def test_config_and_serialisation_round_trip():
     np.testing.assert_allclose(clone.log_prob(z, context), flow.log_prob(z, context))
     np.testing.assert_allclose(clone(z, context), flow(z, context))
     assert clone.get_config() == flow.get_config()
+
+
+def test_the_factory_gives_one_class_per_kind_and_keeps_the_variable_paths():
+    """One class per config name; the conditioners keep the names of saved weights (made_k, coupling_k,
+    elementwise) under the layer's name."""
+    from tflatent import config as config_lib
+    from tflatent.priors.hidden_flow import HIDDEN_FLOWS
+    assert tuple(HIDDEN_FLOWS) == config_lib.HIDDEN_FLOWS
+    expected = {"af": "hidden_flow/made_1/", "scf": "hidden_flow/coupling_1/", "none": "hidden_flow/elementwise/"}
+    for kind, cls in HIDDEN_FLOWS.items():
+        flow = make_hidden_flow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16,
+                                name="hidden_flow")
+        flow.build()
+        assert type(flow) is cls and flow.kind == kind
+        assert any(w.path.startswith(expected[kind]) for w in flow.weights), [w.path for w in flow.weights]
+    assert isinstance(make_hidden_flow("af", dim=DIM, context_dim=0), AutoregressiveHiddenFlow)

@@ -30,6 +30,7 @@ import tensorflow_probability as tfp
 
 from tflatent.layers.initializers import uniform
 from tflatent.layers.lstm import LSTMStack
+from tflatent.layers.shared import part_of_a_model
 from tflatent.seeds import stateless_seed
 
 tfd = tfp.distributions
@@ -46,7 +47,6 @@ def emission_distribution(logits, music):
     return tfd.Categorical(logits=logits, dtype=tf.int32)
 
 
-@keras.saving.register_keras_serializable(package="tflatent")
 class EmissionNetwork(keras.layers.Layer):
     """p(x | z): (z, lengths) → logits [S, B, T, V]; ``log_prob`` and ``decode`` on top.
 
@@ -146,17 +146,4 @@ class EmissionNetwork(keras.layers.Layer):
         return x * (mask[..., None] if self.music else mask)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "z_size": self.z_size,
-                "hidden_size": self.hidden_size, "num_layers": self.num_layers, "music": self.music,
-                "dropout": self.dropout_rate, "output_dropout": self.output_dropout_rate,
-                "lstm_init": self.lstm_init, "position": keras.saving.serialize_keras_object(self.position),
-                "embedding": None if self.embedding is None
-                else keras.saving.serialize_keras_object(self.embedding)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("embedding", "position"):
-            if config[key] is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        raise part_of_a_model(self, "the position features and the (tied) embedding", "LatentFlowModel")

@@ -25,12 +25,12 @@ import tensorflow as tf
 
 from tflatent.layers.initializers import uniform
 from tflatent.layers.lstm import LSTMStack
+from tflatent.layers.shared import part_of_a_model
 from tflatent.seeds import stateless_seed
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-@keras.saving.register_keras_serializable(package="tflatent")
 class InferenceNetwork(keras.layers.Layer):
     """q(z | x): (x, lengths) → (μ, log σ²), each [B, T, Z].
 
@@ -95,14 +95,4 @@ class InferenceNetwork(keras.layers.Layer):
         return -0.5 * tf.reduce_sum(_LOG_2PI + logvar + tf.square(z - mu) * tf.exp(-logvar), axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "z_size": self.z_size, "hidden_size": self.hidden_size,
-                "num_layers": self.num_layers, "dropout": self.dropout_rate, "lstm_init": self.lstm_init,
-                "embedding": keras.saving.serialize_keras_object(self.embedding),
-                "position": keras.saving.serialize_keras_object(self.position)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("embedding", "position"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        raise part_of_a_model(self, "the embedding and the position features", "LatentFlowModel")

@@ -1,17 +1,22 @@
 """The within-timestep ("hidden") flow: an H-vector z_t ↔ noise ε_t, conditioned on a context h̃_t.
 
 ``docs/reference.md`` §2.3–2.9. Each of ``num_layers`` layers is an elementwise transform
-(`NLSq`, or `Affine` for the ablation) whose parameters come from a conditioner:
+(`NLSq`, or `Affine` for the ablation) whose parameters come from a conditioner. One class per
+kind (the config's ``model.hidden_flow``; ``make_hidden_flow`` builds one from that name) on the base
+``HiddenFlow``, which holds the shared part (argument checks, the forward log-det, ``log_prob``):
 
-  "af"    MADE on the layer's data-side input and the context: ``tfb.MaskedAutoregressiveFlow``.
+  "af"    ``AutoregressiveHiddenFlow``: MADE on the layer's data-side input and the context, as
+          ``tfb.MaskedAutoregressiveFlow``.
           Layer k uses input order 1..D for even k and D..1 for odd k (through the MADE's
           ``input_order``, so no permutation op is needed).
-  "scf"   coupling: ``tfb.RealNVP``; an MLP on the kept half and the context parametrises the other
+  "scf"   ``CouplingHiddenFlow``: coupling as ``tfb.RealNVP``; an MLP on the kept half and the context
+          parametrises the other
           half. Even layers keep the first ⌊D/2⌋ dims (``num_masked = ⌊D/2⌋``), odd layers the last
           ⌊D/2⌋ (``num_masked = −⌊D/2⌋``, which TFP reads as "the last dims"), i.e. the dims of order
           ≤ ⌊D/2⌋ under the same alternating order. The kept half passes through with its gradient
           (the reference's PyTorch ≥ 1.0 detach, docs/reference.md §2.6, is not reproduced).
-  "none"  one elementwise transform whose parameters are a Dense layer of the context only
+  "none"  ``ElementwiseHiddenFlow``: one elementwise transform whose parameters are a Dense layer of
+          the context only
           (the reference's ``--nohiddenflow``; ``num_layers``, ``hidden_layers`` and
           ``hidden_units`` are unused).
 
@@ -20,13 +25,16 @@ Layer 0 is the first one applied to the data z in the density direction, as in t
 
     ε = f_{L−1}⁻¹ ∘ … ∘ f_0⁻¹ (z),     log p(z | h̃) = Σ_d log N(ε_d; 0, 1) + log|det ∂ε/∂z|
 
+Each class implements the two directions itself, and ``bijector(context)``, the same flow as a TFP
+``Chain`` of ``MaskedAutoregressiveFlow`` / ``RealNVP`` layers, is the oracle its tests compare with.
 ``inverse`` (and so ``log_prob``) evaluates each layer's conditioner once, so ε and its log-det
 share one set of parameters (and one dropout mask in training); it equals
 ``bijector(context).inverse`` and its ``inverse_log_det_jacobian``, which evaluate the
-conditioner twice. ``forward`` samples as ``bijector(context).forward`` does and gets its log-det
-as −log|det ∂ε/∂z| at the sampled z. For "af" it runs its own loop over the D dims (see
-``_af_forward``): one MADE pass per dim on the pre-projected context, as TFP's MAF, but the transform
-(NLSq's cubic) is solved for the one dim that the pass determines instead of for all D.
+conditioner twice. ``forward`` equals ``bijector(context).forward`` and gets its log-det as
+−log|det ∂ε/∂z| at the sampled z. For "af" it runs its own loop over the D dims (see
+``AutoregressiveHiddenFlow._forward``): one MADE pass per dim on the pre-projected context, as TFP's
+MAF, but the transform (NLSq's cubic) is solved for the one dim that the pass determines instead of
+for all D.
 """
 
 import math
@@ -43,82 +51,87 @@ from tflatent.layers.initializers import uniform
 
 tfb = tfp.bijectors
 
-KINDS = ("af", "scf", "none")
-
 
 def standard_normal_log_prob(eps):
     """Σ_d log N(ε_d; 0, 1) over the last axis."""
     return -0.5 * tf.reduce_sum(tf.square(eps) + math.log(2.0 * math.pi), axis=-1)
 
 
-@keras.saving.register_keras_serializable(package="tflatent")
 class HiddenFlow(keras.layers.Layer):
-    """Conditional flow over `[..., dim]` vectors given a context `[..., context_dim]`.
+    """Base of the conditional flows over `[..., dim]` vectors given a context `[..., context_dim]`.
 
     Leading dims are arbitrary (e.g. `[S, B, T]`) and broadcast between z (or ε) and the context.
     The context is passed explicitly to every call; with ``context_dim=0`` it may be omitted.
+    A subclass builds its conditioners in ``self.conditioners`` (layer 0 first in the density
+    direction) and implements the hooks ``_inverse`` and ``_forward`` (on a checked event and
+    context) and ``bijector``.
 
     Args:
-      kind: "af", "scf" or "none" (see the module docstring).
       dim: D, the size of z_t.
       context_dim: C, the size of the context (0: unconditional).
-      num_layers: number of flow layers ("af", "scf").
-      hidden_layers, hidden_units: sizes of each conditioner's MLP ("af", "scf"); "af" needs
-        hidden_units ≥ dim.
       transform: "nlsq" or "affine" (the "− NLSq" ablation).
-      dropout: rate inside the "af"/"scf" conditioners, applied only when called with
-        ``training=True`` (the reference's 'prior_ff' location, off by default).
       **kwargs: Keras layer arguments. The conditioners take this layer's dtype policy: under a
         mixed-precision global policy pass ``dtype="float32"``, since the NLSq log-slope has no
         epsilon and wants float32 (``dtype="float64"`` gives a float64 flow).
     """
 
-    def __init__(self, kind, dim, context_dim, num_layers=5, hidden_layers=2, hidden_units=100,
-                 transform="nlsq", dropout=0.0, **kwargs):
+    kind = None  # the config's name for the subclass (model.hidden_flow)
+
+    def __init__(self, dim, context_dim, transform="nlsq", **kwargs):
         super().__init__(**kwargs)
-        if kind not in KINDS:
-            raise ValueError(f"HiddenFlow kind={kind!r} is not one of {KINDS}.")
         if transform not in TRANSFORMS:
             raise ValueError(f"HiddenFlow transform={transform!r} is not one of {tuple(TRANSFORMS)}.")
-        self.kind = kind
         self.dim = dim
         self.context_dim = context_dim
-        self.num_layers = num_layers
-        self.hidden_layers = hidden_layers
-        self.hidden_units = hidden_units
         self.transform = transform
-        self.dropout = dropout
         self._transform_class = TRANSFORMS[transform]
-        num_params = self._transform_class.num_params
-        half = dim // 2
-        if kind == "af":
-            self.conditioners = [
-                MADE(list(range(1, dim + 1)) if k % 2 == 0 else list(range(dim, 0, -1)), num_params,
-                     context_dim=context_dim, hidden_layers=hidden_layers, hidden_units=hidden_units,
-                     dropout=dropout, dtype=self.dtype_policy, name=f"made_{k}")
-                for k in range(num_layers)]
-        elif kind == "scf":
-            self.conditioners = [
-                CouplingConditioner(half, dim - half, num_params, context_dim=context_dim,
-                                    hidden_layers=hidden_layers, hidden_units=hidden_units, dropout=dropout,
-                                    dtype=self.dtype_policy, name=f"coupling_{k}")
-                for k in range(num_layers)]
-            self._num_masked = [half if k % 2 == 0 else -half for k in range(num_layers)]
-        else:
-            init = uniform()
-            self.conditioners = [keras.layers.Dense(dim * num_params, kernel_initializer=init,
-                                                    dtype=self.dtype_policy, name="elementwise")]
 
     def build(self, input_shape=None):
         """Builds every conditioner from the constructor's sizes (``input_shape`` is not needed)."""
         for conditioner in self.conditioners:
-            if conditioner.built:
-                continue
-            if self.kind == "none":
-                conditioner.build((None, self.context_dim))
-            else:
+            if not conditioner.built:
                 conditioner.build()
         self.built = True
+
+    # ------------------------------------------------------------------ hooks
+    def _inverse(self, z, context, training):
+        """z → (ε, log|det ∂ε/∂z|) on a checked z `[..., D]` and context `[..., C]`."""
+        raise NotImplementedError
+
+    def _forward(self, eps, context, training):
+        """ε → z (without the log-det) on a checked ε and context."""
+        raise NotImplementedError
+
+    def bijector(self, context=None, training=None):
+        """The flow as a TFP bijector given the context `[..., C]`: forward = noise → data."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the two directions
+    def inverse(self, z, context=None, training=None):
+        """Density direction: z `[..., D]` → (ε `[..., D]`, log|det ∂ε/∂z| `[...]`)."""
+        z = self._check_event(z)
+        if not self.built:
+            self.build()
+        return self._inverse(z, self._context(context, tf.shape(z)[:-1]), training)
+
+    def forward(self, eps, context=None, training=None):
+        """Sampling direction: ε `[..., D]` → (z `[..., D]`, log|det ∂z/∂ε| `[...]`)."""
+        eps = self._check_event(eps)
+        if not self.built:
+            self.build()
+        context = self._context(context, tf.shape(eps)[:-1])
+        z = self._forward(eps, context, training)
+        _, inverse_log_det = self._inverse(z, context, training)
+        return z, -inverse_log_det
+
+    def log_prob(self, z, context=None, training=None):
+        """log p(z | context) `[...]` = Σ_d log N(ε_d; 0, 1) + log|det ∂ε/∂z|."""
+        eps, log_det = self.inverse(z, context, training)
+        return standard_normal_log_prob(eps) + log_det
+
+    def call(self, z, context=None, training=None):
+        """``log_prob``, so that the layer can be called like any Keras layer."""
+        return self.log_prob(z, context, training)
 
     def _context(self, context, batch_shape):
         """Checks the context; with context_dim = 0 an omitted one becomes `[*batch_shape, 0]`."""
@@ -129,8 +142,8 @@ class HiddenFlow(keras.layers.Layer):
             return tf.zeros(tf.concat([batch_shape, [0]], axis=0), dtype=self.compute_dtype)
         context = tf.convert_to_tensor(context)
         if context.shape[-1] != self.context_dim:
-            raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape "
-                             f"[..., {self.context_dim}], got {context.shape}; set context_dim to the context's width.")
+            raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape [..., {self.context_dim}], "
+                             f"got {context.shape}; set context_dim to the context's width.")
         return context
 
     def _check_event(self, x):
@@ -140,85 +153,66 @@ class HiddenFlow(keras.layers.Layer):
                              f"{x.shape}; the last axis must be {self.dim}.")
         return x
 
-    def _layer_fns(self, context, training):
-        """Per layer, the function from conditioner input to elementwise transform.
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "context_dim": self.context_dim,
+                "transform": self.transform}
 
-        "af": ``fn(y)`` with the layer's data-side input y `[..., D]` (TFP's ``bijector_fn``);
-        "scf": ``fn(kept, num_transformed)`` (RealNVP's ``bijector_fn``); "none": ``fn()``.
-        """
-        if not self.built:
-            self.build()
+
+class _LayeredHiddenFlow(HiddenFlow):
+    """A stack of ``num_layers`` conditioned layers, each an MLP of ``hidden_layers`` × ``hidden_units``.
+
+    Args (besides ``HiddenFlow``'s):
+      num_layers: number of flow layers.
+      hidden_layers, hidden_units: sizes of each conditioner's MLP.
+      dropout: rate inside the conditioners, applied only when called with ``training=True`` (the
+        reference's 'prior_ff' location, off by default); kept as ``dropout_rate``.
+    """
+
+    def __init__(self, dim, context_dim, num_layers=5, hidden_layers=2, hidden_units=100, transform="nlsq",
+                 dropout=0.0, **kwargs):
+        super().__init__(dim, context_dim, transform=transform, **kwargs)
+        self.num_layers = num_layers
+        self.hidden_layers = hidden_layers
+        self.hidden_units = hidden_units
+        self.dropout_rate = dropout
+
+    def get_config(self):
+        return {**super().get_config(), "num_layers": self.num_layers, "hidden_layers": self.hidden_layers,
+                "hidden_units": self.hidden_units, "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="tflatent")
+class AutoregressiveHiddenFlow(_LayeredHiddenFlow):
+    """"af": MADE conditioners (``tfb.MaskedAutoregressiveFlow``); layer k uses input order 1..D for even
+    k and D..1 for odd k. Needs hidden_units ≥ dim."""
+
+    kind = "af"
+
+    def __init__(self, dim, context_dim, **kwargs):
+        super().__init__(dim, context_dim, **kwargs)
+        self.conditioners = [
+            MADE(list(range(1, dim + 1)) if k % 2 == 0 else list(range(dim, 0, -1)),
+                 self._transform_class.num_params, context_dim=context_dim, hidden_layers=self.hidden_layers,
+                 hidden_units=self.hidden_units, dropout=self.dropout_rate, dtype=self.dtype_policy,
+                 name=f"made_{k}")
+            for k in range(self.num_layers)]
+
+    def _layer_fn(self, made, context, training):
+        """y `[..., D]` (the layer's data-side input) → its elementwise transform (TFP's ``bijector_fn``)."""
+        projected = made.project_context(context, training=training)  # once per call, not per dim
         transform = self._transform_class
+        return lambda y: transform.from_raw_params(made(y, projected, training=training))
 
-        def af_fn(made):
-            projected = made.project_context(context, training=training)  # once per call, not per dim
-            return lambda y: transform.from_raw_params(made(y, projected, training=training))
-
-        def scf_fn(coupling):
-            def fn(kept, output_units):  # output_units = coupling.num_transformed, by construction
-                return transform.from_raw_params(coupling(kept, context, training=training))
-            return fn
-
-        def none_fn(dense):
-            def fn():
-                raw = dense(context)
-                return transform.from_raw_params(
-                    tf.reshape(raw, tf.concat([tf.shape(raw)[:-1], [self.dim, transform.num_params]], 0)))
-            return fn
-
-        make = {"af": af_fn, "scf": scf_fn, "none": none_fn}[self.kind]
-        return [make(conditioner) for conditioner in self.conditioners]
-
-    def bijector(self, context=None, training=None):
-        """The flow as a TFP bijector given the context `[..., C]`: forward = noise → data."""
-        context = self._context(context, [1])
-        fns = self._layer_fns(context, training)
-        if self.kind == "none":
-            return fns[0]()
-        if self.kind == "af":
-            layers = [tfb.MaskedAutoregressiveFlow(bijector_fn=fn, name=f"af_{k}")
-                      for k, fn in enumerate(fns)]
-        else:
-            layers = [tfb.RealNVP(num_masked=masked, bijector_fn=fn, name=f"scf_{k}")
-                      for k, (masked, fn) in enumerate(zip(self._num_masked, fns))]
-        return tfb.Chain(layers, name=f"{self.kind}_flow")  # layers[0] acts first in `inverse`
-
-    def inverse(self, z, context=None, training=None):
-        """Density direction: z `[..., D]` → (ε `[..., D]`, log|det ∂ε/∂z| `[...]`)."""
-        z = self._check_event(z)
-        fns = self._layer_fns(self._context(context, tf.shape(z)[:-1]), training)
-        if self.kind == "none":
-            transform = fns[0]()
-            return transform.inverse(z), transform.inverse_log_det_jacobian(z, event_ndims=1)
+    def _inverse(self, z, context, training):
         eps, log_det = z, tf.zeros(tf.shape(z)[:-1], z.dtype)
-        for k, fn in enumerate(fns):
-            if self.kind == "af":
-                transform = fn(eps)
-                log_det += transform.inverse_log_det_jacobian(eps, event_ndims=1)
-                eps = transform.inverse(eps)
-            else:
-                masked = self._num_masked[k]
-                kept, rest = (eps[..., :masked], eps[..., masked:]) if masked >= 0 else \
-                    (eps[..., masked:], eps[..., :masked])
-                transform = fn(kept, self.dim - abs(masked))
-                log_det += transform.inverse_log_det_jacobian(rest, event_ndims=1)
-                rest = transform.inverse(rest)
-                eps = tf.concat([kept, rest] if masked >= 0 else [rest, kept], axis=-1)
+        for made in self.conditioners:
+            transform = self._layer_fn(made, context, training)(eps)
+            log_det += transform.inverse_log_det_jacobian(eps, event_ndims=1)
+            eps = transform.inverse(eps)
         return eps, log_det
 
-    def forward(self, eps, context=None, training=None):
-        """Sampling direction: ε `[..., D]` → (z `[..., D]`, log|det ∂z/∂ε| `[...]`)."""
-        eps = self._check_event(eps)
-        context = self._context(context, tf.shape(eps)[:-1])
-        if self.kind == "af":
-            z = self._af_forward(eps, context, training)
-        else:
-            z = self.bijector(context, training).forward(eps)
-        _, inverse_log_det = self.inverse(z, context, training)
-        return z, -inverse_log_det
-
-    def _af_forward(self, eps, context, training):
-        """ε → z through the AF layers (the last first), each inverted one dim per loop iteration.
+    def _forward(self, eps, context, training):
+        """ε → z through the layers (the last first), each inverted one dim per loop iteration.
 
         Equals ``bijector(context).forward(eps)``. TFP's MAF starts from y = 0 and repeats D times
         y ← f⁻¹(ε; MADE(y)) on all D dims; after iteration i the dims of order ≤ i + 1 are final. Here
@@ -226,8 +220,6 @@ class HiddenFlow(keras.layers.Layer):
         too, and masked out) and solves the transform only for the dim of order i + 1, whose
         parameters that pass determines: one cubic per iteration instead of D.
         """
-        if not self.built:
-            self.build()
         transform = self._transform_class
         positions = tf.range(self.dim)
         z = eps
@@ -246,16 +238,131 @@ class HiddenFlow(keras.layers.Layer):
                                  maximum_iterations=self.dim)
         return z
 
-    def log_prob(self, z, context=None, training=None):
-        """log p(z | context) `[...]` = Σ_d log N(ε_d; 0, 1) + log|det ∂ε/∂z|."""
-        eps, log_det = self.inverse(z, context, training)
-        return standard_normal_log_prob(eps) + log_det
+    def bijector(self, context=None, training=None):
+        if not self.built:
+            self.build()
+        context = self._context(context, [1])
+        return tfb.Chain([tfb.MaskedAutoregressiveFlow(bijector_fn=self._layer_fn(made, context, training),
+                                                       name=f"af_{k}")
+                          for k, made in enumerate(self.conditioners)],
+                         name="af_flow")  # layers[0] acts first in `inverse`
 
-    def call(self, z, context=None, training=None):
-        """``log_prob``, so that the layer can be called like any Keras layer."""
-        return self.log_prob(z, context, training)
 
-    def get_config(self):
-        return {**super().get_config(), "kind": self.kind, "dim": self.dim, "context_dim": self.context_dim,
-                "num_layers": self.num_layers, "hidden_layers": self.hidden_layers,
-                "hidden_units": self.hidden_units, "transform": self.transform, "dropout": self.dropout}
+@keras.saving.register_keras_serializable(package="tflatent")
+class CouplingHiddenFlow(_LayeredHiddenFlow):
+    """"scf": coupling layers (``tfb.RealNVP``). Even layers keep the first ⌊D/2⌋ dims (RealNVP's
+    ``num_masked = ⌊D/2⌋``), odd layers the last ⌊D/2⌋ (``num_masked = −⌊D/2⌋``, which TFP reads as
+    "the last dims"); an MLP on the kept half and the context parametrises the transform of the rest,
+    and the kept half passes through with its gradient. Needs dim ≥ 2."""
+
+    kind = "scf"
+
+    def __init__(self, dim, context_dim, **kwargs):
+        super().__init__(dim, context_dim, **kwargs)
+        half = dim // 2
+        self.conditioners = [
+            CouplingConditioner(half, dim - half, self._transform_class.num_params, context_dim=context_dim,
+                                hidden_layers=self.hidden_layers, hidden_units=self.hidden_units,
+                                dropout=self.dropout_rate, dtype=self.dtype_policy, name=f"coupling_{k}")
+            for k in range(self.num_layers)]
+        self._num_masked = [half if k % 2 == 0 else -half for k in range(self.num_layers)]
+
+    def _layer_fn(self, coupling, context, training):
+        """(kept, num_transformed) → the transform of the other dims (RealNVP's ``bijector_fn``)."""
+        transform = self._transform_class
+
+        def fn(kept, output_units):  # output_units = coupling.num_transformed, by construction
+            return transform.from_raw_params(coupling(kept, context, training=training))
+        return fn
+
+    @staticmethod
+    def _split(x, masked):
+        """(kept, rest): the first ``masked`` dims and the others, or for masked < 0 the last −masked."""
+        return (x[..., :masked], x[..., masked:]) if masked >= 0 else (x[..., masked:], x[..., :masked])
+
+    @staticmethod
+    def _join(kept, rest, masked):
+        return tf.concat([kept, rest] if masked >= 0 else [rest, kept], axis=-1)
+
+    def _inverse(self, z, context, training):
+        eps, log_det = z, tf.zeros(tf.shape(z)[:-1], z.dtype)
+        for coupling, masked in zip(self.conditioners, self._num_masked):
+            kept, rest = self._split(eps, masked)
+            transform = self._layer_fn(coupling, context, training)(kept, self.dim - abs(masked))
+            log_det += transform.inverse_log_det_jacobian(rest, event_ndims=1)
+            eps = self._join(kept, transform.inverse(rest), masked)
+        return eps, log_det
+
+    def _forward(self, eps, context, training):
+        z = eps
+        for coupling, masked in zip(reversed(self.conditioners), reversed(self._num_masked)):
+            kept, rest = self._split(z, masked)
+            transform = self._layer_fn(coupling, context, training)(kept, self.dim - abs(masked))
+            z = self._join(kept, transform.forward(rest), masked)
+        return z
+
+    def bijector(self, context=None, training=None):
+        if not self.built:
+            self.build()
+        context = self._context(context, [1])
+        return tfb.Chain([tfb.RealNVP(num_masked=masked, bijector_fn=self._layer_fn(coupling, context, training),
+                                      name=f"scf_{k}")
+                          for k, (coupling, masked) in enumerate(zip(self.conditioners, self._num_masked))],
+                         name="scf_flow")  # layers[0] acts first in `inverse`
+
+
+@keras.saving.register_keras_serializable(package="tflatent")
+class ElementwiseHiddenFlow(HiddenFlow):
+    """"none": one elementwise transform whose parameters are a Dense layer (U(±0.07)) of the context
+    only: the dims of z_t are independent given h̃_t (the reference's ``--nohiddenflow``)."""
+
+    kind = "none"
+
+    def __init__(self, dim, context_dim, transform="nlsq", **kwargs):
+        super().__init__(dim, context_dim, transform=transform, **kwargs)
+        self.conditioners = [keras.layers.Dense(dim * self._transform_class.num_params,
+                                                kernel_initializer=uniform(), dtype=self.dtype_policy,
+                                                name="elementwise")]
+
+    def build(self, input_shape=None):
+        if not self.conditioners[0].built:
+            self.conditioners[0].build((None, self.context_dim))
+        self.built = True
+
+    def _transform(self, context):
+        """The elementwise transform of every dim, from the context."""
+        transform = self._transform_class
+        raw = self.conditioners[0](context)
+        return transform.from_raw_params(
+            tf.reshape(raw, tf.concat([tf.shape(raw)[:-1], [self.dim, transform.num_params]], 0)))
+
+    def _inverse(self, z, context, training):
+        transform = self._transform(context)
+        return transform.inverse(z), transform.inverse_log_det_jacobian(z, event_ndims=1)
+
+    def _forward(self, eps, context, training):
+        return self._transform(context).forward(eps)
+
+    def bijector(self, context=None, training=None):
+        if not self.built:
+            self.build()
+        return self._transform(self._context(context, [1]))
+
+
+# Keys: tflatent.config.HIDDEN_FLOWS.
+HIDDEN_FLOWS = {cls.kind: cls for cls in (AutoregressiveHiddenFlow, CouplingHiddenFlow, ElementwiseHiddenFlow)}
+
+
+def make_hidden_flow(kind, dim, context_dim, num_layers=5, hidden_layers=2, hidden_units=100, transform="nlsq",
+                     dropout=0.0, **kwargs):
+    """The hidden flow the config's ``model.hidden_flow`` names ("af", "scf" or "none").
+
+    "none" has no layers of its own: ``num_layers``, ``hidden_layers``, ``hidden_units`` and
+    ``dropout`` apply to "af" and "scf" only. ``kwargs``: Keras layer arguments (name, dtype).
+    """
+    if kind not in HIDDEN_FLOWS:
+        raise ValueError(f"hidden flow kind={kind!r} is not one of {tuple(HIDDEN_FLOWS)} (config: model.hidden_flow)")
+    if kind == "none":
+        return ElementwiseHiddenFlow(dim, context_dim, transform=transform, **kwargs)
+    return HIDDEN_FLOWS[kind](dim, context_dim, num_layers=num_layers, hidden_layers=hidden_layers,
+                              hidden_units=hidden_units, transform=transform, dropout=dropout, **kwargs)

@@ -34,7 +34,8 @@ import tensorflow as tf
 from tflatent.config import TIME_FLOWS
 from tflatent.layers.feed_forward import FeedForwardNet
 from tflatent.layers.lstm import LSTMStack
-from tflatent.priors.hidden_flow import HiddenFlow, standard_normal_log_prob
+from tflatent.layers.shared import part_of_a_model
+from tflatent.priors.hidden_flow import make_hidden_flow, standard_normal_log_prob
 from tflatent.seeds import stateless_seed
 
 
@@ -45,7 +46,7 @@ class TimeFlowPrior(keras.layers.Layer):
       z_size: H, the size of each z_t.
       position: the PositionFeatures layer shared with the rest of the model.
       time_flow: "af", "iaf" or "none".
-      hidden_flow: "af", "scf" or "none" (see HiddenFlow).
+      hidden_flow: "af", "scf" or "none" (see ``tflatent.priors.hidden_flow``).
       transform: "nlsq" or "affine".
       rnn_units, rnn_layers: the time LSTM (500 × 2 in the paper).
       hidden_flow_layers, hidden_flow_hidden_layers, hidden_flow_units: the hidden flow's sizes.
@@ -70,16 +71,11 @@ class TimeFlowPrior(keras.layers.Layer):
         self.rnn_units = rnn_units
         self.rnn_layers = rnn_layers
         self.dropout_rate = dropout
-        self._settings = dict(hidden_flow=hidden_flow, transform=transform,
-                              hidden_flow_layers=hidden_flow_layers,
-                              hidden_flow_hidden_layers=hidden_flow_hidden_layers,
-                              hidden_flow_units=hidden_flow_units,
-                              hidden_flow_dropout=hidden_flow_dropout, lstm_init=lstm_init)
         context_dim = position.feature_size if time_flow == "none" else rnn_units
-        self.flow = HiddenFlow(hidden_flow, dim=z_size, context_dim=context_dim,
-                               num_layers=hidden_flow_layers, hidden_layers=hidden_flow_hidden_layers,
-                               hidden_units=hidden_flow_units, transform=transform,
-                               dropout=hidden_flow_dropout, name="hidden_flow")
+        self.flow = make_hidden_flow(hidden_flow, dim=z_size, context_dim=context_dim,
+                                     num_layers=hidden_flow_layers, hidden_layers=hidden_flow_hidden_layers,
+                                     hidden_units=hidden_flow_units, transform=transform,
+                                     dropout=hidden_flow_dropout, name="hidden_flow")
         if time_flow != "none":
             # The initial (h, c) of every LSTM layer from pos_0 (reference: 2·max_T → U → ReLU →
             # layers·U·2, laid out [layer][unit][h/c]).
@@ -210,9 +206,7 @@ class TimeFlowPrior(keras.layers.Layer):
         return tf.random.stateless_normal(shape, seed=stateless_seed(seed))
 
     def get_config(self):
-        return {**super().get_config(), "z_size": self.z_size, "time_flow": self.time_flow,
-                "rnn_units": self.rnn_units, "rnn_layers": self.rnn_layers, "dropout": self.dropout_rate,
-                **self._settings}
+        raise part_of_a_model(self, "the position features", "LatentFlowModel")
 
 
 def _mask(lengths, num_steps, dtype):
