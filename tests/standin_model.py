@@ -162,9 +162,10 @@ class StandInBundle:
 
 
 def parts(model_kwargs=None, bundle_kwargs=None) -> dict:
-    """``build_model`` and ``load_dataset`` that make the stand-ins, for an entry point's ``main(argv, **parts)``."""
+    """``build_model`` and ``load_dataset`` making the stand-ins, for an entry point's ``main(argv, **parts)``."""
     def build_model(config, bundle):
-        model = StandInModel(bundle.vocab_size, bundle.is_music, max_time=bundle.max_time, **(model_kwargs or {}))
+        model = StandInModel(bundle.vocab_size, bundle.is_music, max_time=bundle.max_time,
+                             **(model_kwargs or {}))
         model.build()
         return model
 

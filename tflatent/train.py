@@ -6,7 +6,7 @@ checkpoint's weights, optimizer state and epoch.
 
 What a run does (docs/reference.md §4): build the strategy, the data and, inside the strategy's scope, the model
 and its optimizer (Adam 1e−3 or SGD 20, global-norm clipping 0.25); then ``Model.fit`` with the
-callbacks of :mod:`tflatent.training.callbacks` (:mod:`tflatent.training.fit`): KL annealing per batch, LR ÷ 4 on a validation plateau once
+callbacks of :mod:`tflatent.training.callbacks` (wired by :mod:`tflatent.training.fit`): KL annealing per batch, LR ÷ 4 on a validation plateau once
 annealing is done, the importance-sampled validation NLL every ``nll_every`` epochs, the best
 checkpoint by it (by ``val_loss`` when it is off), TensorBoard, a CSV log, Keras's progress bar, a
 backup every epoch, and a stop with a clear message on a non-finite loss. It writes ``summary.json``

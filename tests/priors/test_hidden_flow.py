@@ -230,7 +230,8 @@ def test_sampling_projects_the_context_once_per_layer_not_per_dim(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["af", "scf", "none"])
 def test_dtype_policy_reaches_every_conditioner(kind):
-    flow = make_hidden_flow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16, dtype="float64")
+    flow = make_hidden_flow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16,
+                            dtype="float64")
     flow.build()
     assert {w.dtype for w in flow.weights} == {"float64"}
     eps, context = (tf.cast(x, tf.float64) for x in random_inputs(seed=3))
@@ -258,7 +259,8 @@ def test_the_factory_gives_one_class_per_kind_and_keeps_the_variable_paths():
     from tflatent import config as config_lib
     from tflatent.priors.hidden_flow import HIDDEN_FLOWS
     assert tuple(HIDDEN_FLOWS) == config_lib.HIDDEN_FLOWS
-    expected = {"af": "hidden_flow/made_1/", "scf": "hidden_flow/coupling_1/", "none": "hidden_flow/elementwise/"}
+    expected = {"af": "hidden_flow/made_1/", "scf": "hidden_flow/coupling_1/",
+                "none": "hidden_flow/elementwise/"}
     for kind, cls in HIDDEN_FLOWS.items():
         flow = make_hidden_flow(kind, dim=DIM, context_dim=CONTEXT, num_layers=2, hidden_units=16,
                                 name="hidden_flow")

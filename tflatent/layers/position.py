@@ -42,8 +42,8 @@ class PositionFeatures(keras.layers.Layer):
     def __init__(self, max_time, kind="onehot", size=64, **kwargs):
         super().__init__(**kwargs)
         if kind not in POSITION_ENCODINGS:
-            raise ValueError(f"PositionFeatures: kind={kind!r} is not allowed; choose one of {POSITION_ENCODINGS} "
-                             "(config: model.position_encoding)")
+            raise ValueError(f"PositionFeatures: kind={kind!r} is not allowed; choose one of "
+                             f"{POSITION_ENCODINGS} (config: model.position_encoding)")
         if int(max_time) < 1:
             raise ValueError(f"PositionFeatures: max_time={max_time} must be >= 1 (config: data.max_time)")
         if kind == "sinusoidal" and (size < 2 or size % 2):

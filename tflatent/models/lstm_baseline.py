@@ -139,8 +139,8 @@ class LSTMBaseline(SequenceModel):
         an importance-sampled estimate of this model is a mistake the caller should hear about.
         """
         if num_samples is not None:
-            raise ValueError(f"LSTMBaseline.log_likelihood is exact: num_samples={num_samples} applies only to "
-                             "a model with a latent (check model.has_latent)")
+            raise ValueError(f"LSTMBaseline.log_likelihood is exact: num_samples={num_samples} applies "
+                             "only to a model with a latent (check model.has_latent)")
         return self.sequence_log_prob(x, lengths) + self.length_log_prob(lengths)
 
     # ------------------------------------------------------------------ training

@@ -142,8 +142,9 @@ class HiddenFlow(keras.layers.Layer):
             return tf.zeros(tf.concat([batch_shape, [0]], axis=0), dtype=self.compute_dtype)
         context = tf.convert_to_tensor(context)
         if context.shape[-1] != self.context_dim:
-            raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape [..., {self.context_dim}], "
-                             f"got {context.shape}; set context_dim to the context's width.")
+            raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape "
+                             f"[..., {self.context_dim}], got {context.shape}; set context_dim to the "
+                             "context's width.")
         return context
 
     def _check_event(self, x):
@@ -305,10 +306,10 @@ class CouplingHiddenFlow(_LayeredHiddenFlow):
         if not self.built:
             self.build()
         context = self._context(context, [1])
-        return tfb.Chain([tfb.RealNVP(num_masked=masked, bijector_fn=self._layer_fn(coupling, context, training),
-                                      name=f"scf_{k}")
-                          for k, (coupling, masked) in enumerate(zip(self.conditioners, self._num_masked))],
-                         name="scf_flow")  # layers[0] acts first in `inverse`
+        layers = [tfb.RealNVP(num_masked=masked, bijector_fn=self._layer_fn(coupling, context, training),
+                              name=f"scf_{k}")
+                  for k, (coupling, masked) in enumerate(zip(self.conditioners, self._num_masked))]
+        return tfb.Chain(layers, name="scf_flow")  # layers[0] acts first in `inverse`
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -350,18 +351,20 @@ class ElementwiseHiddenFlow(HiddenFlow):
 
 
 # Keys: tflatent.config.HIDDEN_FLOWS.
-HIDDEN_FLOWS = {cls.kind: cls for cls in (AutoregressiveHiddenFlow, CouplingHiddenFlow, ElementwiseHiddenFlow)}
+HIDDEN_FLOWS = {cls.kind: cls
+                for cls in (AutoregressiveHiddenFlow, CouplingHiddenFlow, ElementwiseHiddenFlow)}
 
 
-def make_hidden_flow(kind, dim, context_dim, num_layers=5, hidden_layers=2, hidden_units=100, transform="nlsq",
-                     dropout=0.0, **kwargs):
+def make_hidden_flow(kind, dim, context_dim, num_layers=5, hidden_layers=2, hidden_units=100,
+                     transform="nlsq", dropout=0.0, **kwargs):
     """The hidden flow the config's ``model.hidden_flow`` names ("af", "scf" or "none").
 
     "none" has no layers of its own: ``num_layers``, ``hidden_layers``, ``hidden_units`` and
     ``dropout`` apply to "af" and "scf" only. ``kwargs``: Keras layer arguments (name, dtype).
     """
     if kind not in HIDDEN_FLOWS:
-        raise ValueError(f"hidden flow kind={kind!r} is not one of {tuple(HIDDEN_FLOWS)} (config: model.hidden_flow)")
+        raise ValueError(f"hidden flow kind={kind!r} is not one of {tuple(HIDDEN_FLOWS)} "
+                         "(config: model.hidden_flow)")
     if kind == "none":
         return ElementwiseHiddenFlow(dim, context_dim, transform=transform, **kwargs)
     return HIDDEN_FLOWS[kind](dim, context_dim, num_layers=num_layers, hidden_layers=hidden_layers,

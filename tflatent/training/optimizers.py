@@ -65,7 +65,8 @@ def make_optimizer(config) -> keras.optimizers.Optimizer:
         return Adam(beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=ADAM_EPSILON, **common)
     if config.optimizer == "sgd":
         return SGD(momentum=0.0, **common)
-    raise ValueError(f"train.optimizer = {config.optimizer!r} is not allowed; choose one of: {', '.join(OPTIMIZERS)}")
+    raise ValueError(f"train.optimizer = {config.optimizer!r} is not allowed; choose one of: "
+                     f"{', '.join(OPTIMIZERS)}")
 
 
 def reset_state(optimizer: keras.optimizers.Optimizer) -> None:

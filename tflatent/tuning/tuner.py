@@ -52,7 +52,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from typing import Optional
 
 import keras
@@ -256,8 +255,8 @@ class LatentFlowHyperModel(kt.HyperModel):
         bundle, inputs = self._data(config)
         chief = distribute.is_chief(self.strategy)
         initial_epoch = max(initial_epoch, run.completed_epochs())  # a re-run continues from the backup
-        status, message, history = fit_lib.fit(config, run, model, bundle, inputs, initial_epoch, chief, epochs=epochs,
-                                               callbacks=callbacks)
+        status, message, history = fit_lib.fit(config, run, model, bundle, inputs, initial_epoch, chief,
+                                               epochs=epochs, callbacks=callbacks)
         if status != "completed":
             raise kt.errors.FailedTrialError(message)
         value = objective_value(read_history(run.history_path) if chief else history, self.objective)
@@ -266,7 +265,7 @@ class LatentFlowHyperModel(kt.HyperModel):
         return {self.objective: value}
 
     def _data(self, config: config_lib.Config) -> tuple:
-        """(bundle, :class:`tflatent.training.fit.Inputs`) of ``config``, made once for all trials that share them."""
+        """(bundle, :class:`tflatent.training.fit.Inputs`) of ``config``, made once for the trials sharing them."""
         key = json.dumps([dataclasses.asdict(config.data), config.train.seed, config.train.steps_per_epoch])
         if key not in self._data_cache:
             bundle = data.load_dataset(config.data, config.train.seed)
@@ -331,14 +330,8 @@ class BayesianOptimization(_Search, kt.BayesianOptimization):
 
 
 class Hyperband(_Search, kt.Hyperband):
-    """KerasTuner's Hyperband with :class:`_Search`."""
-
-    def _build_hypermodel(self, hp):
-        # Hyperband calls build_from_config on the model before loading a previous round's weights,
-        # which warns for a subclassed model; ours is already built by LatentFlowHyperModel.build.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*had a build config, but the model cannot be built")
-            return super()._build_hypermodel(hp)
+    """KerasTuner's Hyperband with :class:`_Search` (its ``build_from_config`` call before loading a
+    previous round's weights is a no-op on the already built model: ``SequenceModel.build_from_config``)."""
 
 
 def make_tuner(name: str, hypermodel: LatentFlowHyperModel, objective: str, directory: str,
