@@ -183,3 +183,14 @@ def test_overrides_set_any_field_and_bad_ones_are_clear():
         load("ptb_af_af.yaml", ["train.epochs=many"])
     with pytest.raises(ConfigError, match=r"data\.dataset = 'mnist' is not allowed"):
         load("ptb_af_af.yaml", ["data.dataset=mnist"])
+
+
+def test_exponent_numbers_without_a_dot_or_sign_are_numbers_in_files_and_overrides(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 and 1e6 as text; users write them, so they are numbers here."""
+    path = write(tmp_path, "c.yaml", "extends: " + os.path.abspath(os.path.join(CONFIGS, "ptb_af_af_small.yaml"))
+                 + "\ntrain:\n  learning_rate: 1e-3\n  clip_norm: 1.0e6\n  steps_per_epoch: 1e2\n")
+    config = config_lib.load(path, ["train.kl_floor=1e-4"])
+    assert (config.train.learning_rate, config.train.clip_norm, config.train.kl_floor) == (1e-3, 1e6, 1e-4)
+    assert config.train.steps_per_epoch == 100 and isinstance(config.train.steps_per_epoch, int)
+    with pytest.raises(ConfigError, match="train.epochs = 2.5 has the wrong type; expected int"):
+        config_lib.load(path, ["train.epochs=2.5"])

@@ -17,12 +17,15 @@ import dataclasses
 import difflib
 import functools
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import yaml
+
+from tflatent.errors import ExpectedError
 
 # The allowed values of every choice field, in one place: the layers and the training code that take
 # these names import them from here.
@@ -41,8 +44,23 @@ OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
 
 
-class ConfigError(ValueError):
+class ConfigError(ExpectedError, ValueError):
     """A config file or override is malformed; the message names the field and the fix."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's numbers: ``1e-3``, ``1e6`` and ``1.0e6`` are floats (YAML 1.1 reads the first
+    two as text, as it wants a dot and a signed exponent)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _yaml(text):
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass
@@ -179,6 +197,8 @@ def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
     if hint is bool:
         return isinstance(value, bool), value
     if hint is int:
+        if isinstance(value, float) and value.is_integer():  # 1e6 written for a count
+            return True, int(value)
         return isinstance(value, int) and not isinstance(value, bool), value
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -321,7 +341,7 @@ def _read_yaml(path: str, seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {path!r} does not exist; the shipped configs are in configs/")
     with open(path) as f:
         try:
-            raw = yaml.safe_load(f)
+            raw = _yaml(f)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
     raw = raw or {}
@@ -357,7 +377,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if len(path) != 2:
         raise ConfigError(f"override {text!r}: the key must be section.key, e.g. train.epochs=3")
     try:
-        return path, yaml.safe_load(value)
+        return path, _yaml(value)
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: the value is not valid YAML: {err}") from None
 
