@@ -36,7 +36,7 @@ def test_evaluate_defaults_to_the_run_settings_and_rejects_bad_input(run, capsys
     assert evaluate.main(["--run", run, "--checkpoint", "latest"], **PARTS) == 0
     record = json.loads(open(os.path.join(run, "evaluation_test.json")).read())
     assert (record["split"], record["samples"]) == ("test", 30)
-    assert record["checkpoint"].endswith(os.path.join("backup", "latest.weights.h5"))
+    assert record["checkpoint"].endswith(os.path.join("backup", "epoch-0002.weights.h5"))
     assert evaluate.main(["--run", run, "--samples", "0"], **PARTS) == 2
     assert "--samples = 0 must be >= 1" in capsys.readouterr().err
     assert evaluate.main(["--run", os.path.dirname(run)], **PARTS) == 2

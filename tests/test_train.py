@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import time
 import pytest
 
 import standin_model
-from tflatent import train
-from tflatent.training.callbacks import read_record
+from tflatent import evaluate, train
+from tflatent.training import checkpoint_files
+from tflatent.training.checkpoint_files import read_record
 from tflatent.training.run_dir import RunDir
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -113,3 +115,89 @@ def test_a_killed_run_resumes_after_its_last_epoch_when_started_again(tmp_path):
     assert f"Epoch {killed_at + 1}/3" in again.stdout and "Epoch 1/3" not in again.stdout
     assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
     assert sorted({int(row["epoch"]) for row in history(run)}) == [0, 1, 2]
+
+
+# ----------------------------------------------------------------------------- real faults: kills, full disks
+
+FAULT_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def standin_command(run, epochs, script="standin_model.py", *before):
+    return [sys.executable, os.path.join(TESTS, script), *before, "train", "--config", CONFIG, "--run-dir", str(run),
+            "--set", f"train.epochs={epochs}", "--set", "train.nll_every=1", "--set", "train.verbose=0"]
+
+
+def assert_whole_and_resumable(run, monkeypatch, epochs):
+    """The same command finishes the run: every epoch's row once, a whole best checkpoint evaluate can read."""
+    standin_model.install(monkeypatch)
+    assert train.main(["--config", CONFIG, "--run-dir", str(run), "--set", f"train.epochs={epochs}",
+                       "--set", "train.nll_every=1", "--set", "train.verbose=0"]) == 0
+    assert [int(row["epoch"]) for row in history(run)] == list(range(epochs))
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == epochs
+    best = RunDir(str(run)).best_path
+    assert checkpoint_files.problem(best) is None
+    assert evaluate.main(["--run", str(run), "--samples", "2"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("event, suffix", [
+    ("os.rename", os.path.join("backup", "epoch-0002.weights.h5")),  # after the epoch's row and best (os.replace)
+    ("open", os.path.join("checkpoints", ".best.weights.h5.json.tmp")),  # best renamed, its record not yet
+])
+def test_a_kill_at_a_checkpoint_write_loses_at_most_the_epoch_in_progress(tmp_path, monkeypatch, event, suffix):
+    run = tmp_path / "run"
+    killed = subprocess.run(standin_command(run, 3, "crash_at.py", event, suffix), cwd=REPO, env=FAULT_ENV,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert RunDir(str(run)).completed_epochs() in (1, 2)
+    assert_whole_and_resumable(run, monkeypatch, 3)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_with_one_line_keeps_the_last_backup_and_the_same_command_resumes(tmp_path, monkeypatch):
+    """A real write failure: a file-size limit (RLIMIT_FSIZE) below the checkpoint's size makes the
+    checkpoint writes of epoch 3 fail with EFBIG, as a full disk fails them with ENOSPC."""
+    run = tmp_path / "run"
+    standin_model.install(monkeypatch)
+    assert train.main(["--config", CONFIG, "--run-dir", str(run), "--set", "train.epochs=2",
+                       "--set", "train.nll_every=1", "--set", "train.verbose=0"]) == 0
+    size = os.path.getsize(RunDir(str(run)).best_path)
+    assert size > 8192  # the stand-in's checkpoint; history rows and TensorBoard files stay below the limit
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    full = subprocess.run(standin_command(run, 4), cwd=REPO, env=FAULT_ENV, capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit)
+    lines = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert full.returncode == 2 and len(lines) == 1, full.stderr[-3000:]
+    assert "cannot write" in lines[0] and "File too large" in lines[0] and "needed" in lines[0]
+    assert "Traceback" not in full.stderr
+    assert RunDir(str(run)).completed_epochs() == 2 and checkpoint_files.problem(RunDir(str(run)).best_path) is None
+    assert not [name for name in os.listdir(run / "backup") if name.endswith(".tmp")]
+    assert_whole_and_resumable(run, monkeypatch, 4)
+
+
+def test_a_changed_learning_rate_takes_effect_on_resume(tmp_path, monkeypatch, capsys):
+    standin_model.install(monkeypatch)
+    run = tmp_path / "run"
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"]) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST
+                      + ["--set", "train.epochs=2", "--set", "train.learning_rate=2.5e-4"]) == 0
+    assert "train.learning_rate changed from 0.001 to 0.00025" in capsys.readouterr().out
+    assert [float(row["lr"]) for row in history(run)] == pytest.approx([1e-3, 2.5e-4])
+
+
+def test_a_run_that_fails_before_training_does_not_block_the_corrected_command(tmp_path, monkeypatch, capsys):
+    standin_model.install(monkeypatch, bundle_kwargs={})
+    run = tmp_path / "run"
+
+    def failing_load(config, seed=0):
+        raise FileNotFoundError("no data here")
+
+    import tflatent.data
+    monkeypatch.setattr(tflatent.data, "load_dataset", failing_load)
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "model.hidden_size=64"]) == 2
+    assert not (run / "config.yaml").exists()
+    standin_model.install(monkeypatch)
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"]) == 0

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import sys
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import keras
 
 from tflatent import config as config_lib
 from tflatent import data
+from tflatent.errors import ExpectedError
 from tflatent.models import registry
 from tflatent.training.run_dir import RunDir, restore_model
+
+
+EXPECTED = (ExpectedError, FileNotFoundError)
+
+
+def one_line_errors(main: Callable[..., int], *args) -> int:
+    """``main(*args)``, with an expected fault (:class:`tflatent.errors.ExpectedError`, a missing file)
+    printed as one line on stderr and exit status 2; any other exception is a bug and keeps its traceback."""
+    try:
+        return main(*args)
+    except EXPECTED as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
+        return 2
 
 
 def argument_problems(args, at_least_one=(), positive=()) -> list[str]:
@@ -60,6 +74,6 @@ def open_checked_run(args, at_least_one=(), positive=(), **parts) -> Optional[Tr
         return None
     try:
         return open_run(args.run, args.checkpoint, **parts)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except EXPECTED as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return None

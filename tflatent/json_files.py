@@ -6,6 +6,8 @@ import json
 import os
 from typing import Optional
 
+from tflatent import atomic_files
+
 
 def read_json(path: str) -> Optional[dict]:
     """The JSON object in ``path``, or None when there is no such file."""
@@ -16,8 +18,7 @@ def read_json(path: str) -> Optional[dict]:
 
 
 def write_json(path: str, value: dict) -> str:
-    """Writes ``value`` to ``path`` atomically (a kill mid-write leaves the previous file); returns the path."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
-    return path
+    """Writes ``value`` to ``path`` atomically (a kill mid-write leaves the previous file); returns the path.
+
+    Raises :class:`tflatent.errors.DiskError` when the file cannot be written."""
+    return atomic_files.write_text(path, json.dumps(value, indent=2))

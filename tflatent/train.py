@@ -15,7 +15,12 @@ compiles the train and test steps with XLA on any device; ``train.mixed_precisio
 and TPUs only (:mod:`tflatent.training.distribute`).
 
 Re-running the same command continues a killed run from its last backup and leaves a finished run
-as it is. ``--resume`` applies only to a run directory without a backup; the schedules continue from
+as it is. ``train`` settings may change between sessions and take effect (a changed
+``train.learning_rate`` replaces the rate restored with the optimizer); ``data`` and ``model`` may not.
+Every file is written whole or not at all, so a kill or a full disk loses at most the epoch in
+progress: the error is one line naming the file and the space needed, and the same command
+continues once space is freed. Expected faults (config, data, checkpoint, run directory, disk) are
+one line on stderr with exit status 2. ``--resume`` applies only to a run directory without a backup; the schedules continue from
 the checkpoint's epoch (the reference's ``--load_dir`` also turned the LR schedule on at once).
 With ``train.reset_optimizer_on_resume`` the optimizer's moments are zeroed after loading, as the
 reference's re-created optimizer had none.
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tflatent import cli
 from tflatent import config as config_lib
 from tflatent import data
 from tflatent.models import registry
@@ -50,16 +56,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None, *, build_model: BuildModel = registry.build_model,
          load_dataset: LoadDataset = data.load_dataset) -> int:
     """Runs the command; ``build_model`` and ``load_dataset`` as in :func:`tflatent.training.fit.train`."""
-    args = parse_args(argv)
-    try:
-        config = config_lib.load(args.config, args.set)
-        strategy = distribute.make_strategy(config.train.distribute, config.train.logical_cpus)
-        run = RunDir(args.run_dir) if args.run_dir else RunDir.for_config(config)
-        summary = train(config, run, strategy, resume=args.resume, build_model=build_model,
-                        load_dataset=load_dataset)
-    except (config_lib.ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.one_line_errors(_main, parse_args(argv), build_model, load_dataset)
+
+
+def _main(args: argparse.Namespace, build_model: BuildModel, load_dataset: LoadDataset) -> int:
+    config = config_lib.load(args.config, args.set)
+    strategy = distribute.make_strategy(config.train.distribute, config.train.logical_cpus)
+    run = RunDir(args.run_dir) if args.run_dir else RunDir.for_config(config)
+    summary = train(config, run, strategy, resume=args.resume, build_model=build_model,
+                    load_dataset=load_dataset)
     return 0 if summary["status"] == "completed" else 1
 
 

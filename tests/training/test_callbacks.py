@@ -1,7 +1,6 @@
 """Training callbacks: the β schedule, the plateau LR decay, IS NLL logging, checkpoints, backups, NaN stop."""
 
 import csv
-import json
 import math
 import os
 import types
@@ -13,7 +12,7 @@ import tensorflow as tf
 
 from standin_model import StandInBundle, StandInModel
 from tflatent.training import callbacks as cb
-from tflatent.training import optimizers
+from tflatent.training import checkpoint_files, optimizers
 from tflatent.config import TrainConfig
 
 F = 1e-5
@@ -162,7 +161,7 @@ def test_importance_sampled_nll_is_logged_every_n_epochs(tmp_path):
     expected = model.evaluate_nll(valid, num_samples=3, chunk=2)
     assert history["val_nll"][-1] == pytest.approx(expected["nll"])
     assert history["val_nats_per_frame"][-1] == pytest.approx(expected["nats_per_frame"])
-    record = cb.read_record(best)
+    record = checkpoint_files.read_record(best)
     assert record["epoch"] in (2, 4) and record["value"] == pytest.approx(min(history["val_nll"]))
 
 
@@ -174,17 +173,17 @@ def test_best_checkpoint_saves_improvements_only_and_survives_a_restart(tmp_path
     first.on_epoch_end(0, {"val_loss": 2.0})
     first.on_epoch_end(1, {"loss": 1.0})  # no val_loss: skipped
     first.on_epoch_end(2, {"val_loss": 3.0})
-    assert cb.read_record(path)["epoch"] == 1 and cb.read_record(path)["value"] == 2.0
+    assert checkpoint_files.read_record(path)["epoch"] == 1 and checkpoint_files.read_record(path)["value"] == 2.0
     model.scale.assign(7.0)
     second = cb.BestCheckpoint(path)  # a resumed session: the record's best is the threshold
     second.set_model(model)
     second.on_epoch_end(3, {"val_loss": 2.5})
-    assert cb.read_record(path)["epoch"] == 1
+    assert checkpoint_files.read_record(path)["epoch"] == 1
     reloaded, _ = standin()
     reloaded.load_weights(path)
     assert float(reloaded.scale) == 1.0  # the epoch-1 weights, not the worse epoch-4 ones
     second.on_epoch_end(4, {"val_loss": 1.5})
-    assert cb.read_record(path)["epoch"] == 5
+    assert checkpoint_files.read_record(path)["epoch"] == 5
 
 
 def test_epoch_log_keeps_occasional_columns_and_the_header_of_an_existing_file(tmp_path):
@@ -240,11 +239,9 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_backup(tm
     message = str(err.value)
     assert "became nan at epoch 2, batch 2" in message and "learning rate" in message and "β = 1" in message
     assert "train.learning_rate" in message and "--resume" in message
-    assert cb.RunBackup.completed_epochs(backup_dir) == 1 and cb.read_record(best)["epoch"] == 1
+    assert cb.RunBackup.completed_epochs(backup_dir) == 1 and checkpoint_files.read_record(best)["epoch"] == 1
     restored, _ = standin()
-    restored.load_weights(os.path.join(backup_dir, "latest.weights.h5"))
+    restored.load_weights(cb.RunBackup.latest(backup_dir))
     assert np.all(np.isfinite(restored.logits.numpy()))
     np.testing.assert_array_equal(restored.logits.numpy(), snapshots[0])
-    with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-        assert json.load(f)["epoch"] == 1
     assert math.isfinite(float(restored.scale))

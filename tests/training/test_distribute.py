@@ -143,8 +143,8 @@ def test_two_workers_train_together_and_agree_on_the_weights(tmp_path):
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-3000:]
     assert "2 replica(s) x batch 5 = global batch 10" in outputs[0]
-    chief = _weights(tmp_path / "run" / "backup" / "latest.weights.h5")
-    other = _weights(tmp_path / "run" / "workers" / "1" / "backup" / "latest.weights.h5")
+    chief = _weights(tmp_path / "run" / "backup" / "epoch-0002.weights.h5")
+    other = _weights(tmp_path / "run" / "workers" / "1" / "backup" / "epoch-0002.weights.h5")
     assert chief.keys() == other.keys() and len(chief) > 2
     for name in chief:
         np.testing.assert_array_equal(chief[name], other[name])

@@ -1,11 +1,14 @@
 """The run directory: layout, config consistency across sessions, finding checkpoints."""
 
-import json
 import os
 
+import keras
 import pytest
 
 from tflatent import config as config_lib
+from tflatent.errors import CheckpointError
+from tflatent.training import checkpoint_files
+from tflatent.training.checkpoint_files import Generations
 from tflatent.training.run_dir import RunDir, checkpoint_epoch, diff
 
 
@@ -31,6 +34,7 @@ def test_prepare_writes_the_layout_and_a_reloadable_config(tmp_path):
 def test_a_run_keeps_its_model_and_data_but_train_settings_may_change(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     run.prepare(small_config())
+    Generations(run.backup_dir).save(dense_model(), 1, {})
     assert run.prepare(small_config(epochs=200)) == ["train.epochs: 100 -> 200"]
     assert run.load_config().train.epochs == 200
     other = small_config()
@@ -42,27 +46,60 @@ def test_a_run_keeps_its_model_and_data_but_train_settings_may_change(tmp_path):
     assert diff(small_config(), small_config()) == []
 
 
+def dense_model():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
 def test_checkpoints_are_found_by_name_with_clear_errors(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     run.prepare(small_config())
-    with pytest.raises(FileNotFoundError, match="has no checkpoint yet"):
+    with pytest.raises(CheckpointError, match="has no usable checkpoint"):
         run.checkpoint("best")
-    with pytest.raises(FileNotFoundError, match="does not exist; use 'best', 'latest'"):
+    with pytest.raises(CheckpointError, match="does not exist; use 'best', 'latest'"):
         run.checkpoint(str(tmp_path / "nope.weights.h5"))
-    os.makedirs(run.backup_dir)
-    open(run.backup_weights_path, "w").close()
-    with open(os.path.join(run.backup_dir, "training_metadata.json"), "w") as f:
-        json.dump({"epoch": 7, "batch": 0}, f)
-    assert run.checkpoint("best") == run.checkpoint("latest") == run.backup_weights_path  # no best yet
-    assert run.completed_epochs() == 7 and checkpoint_epoch(run.backup_weights_path) == 7
-    open(run.best_path, "w").close()
-    with open(run.best_path + ".json", "w") as f:
-        json.dump({"epoch": 5, "monitor": "val_nll", "value": 1.0}, f)
-    assert run.checkpoint("best") == run.best_path and run.checkpoint("latest") == run.backup_weights_path
+    model = dense_model()
+    Generations(run.backup_dir).save(model, 7, {})
+    latest = os.path.join(run.backup_dir, "epoch-0007.weights.h5")
+    assert run.checkpoint("best") == run.checkpoint("latest") == latest  # no best yet
+    assert run.completed_epochs() == 7 and checkpoint_epoch(latest) == 7
+    checkpoint_files.save(model, run.best_path, {"epoch": 5, "monitor": "val_nll", "value": 1.0})
+    assert run.checkpoint("best") == run.best_path and run.checkpoint("latest") == latest
     assert checkpoint_epoch(run.best_path) == 5
     stray = str(tmp_path / "stray.weights.h5")
-    open(stray, "w").close()
-    with pytest.raises(FileNotFoundError, match="cannot tell which epoch"):
+    model.save_weights(stray)
+    with pytest.raises(CheckpointError, match="cannot tell which epoch"):
         checkpoint_epoch(stray)
     with pytest.raises(FileNotFoundError, match="is not a run directory"):
         RunDir(str(tmp_path / "empty")).load_config()
+
+
+def test_a_truncated_checkpoint_is_skipped_for_the_previous_good_one_with_a_warning(tmp_path, capsys):
+    run = RunDir(str(tmp_path / "run"))
+    model = dense_model()
+    generations = Generations(run.backup_dir)
+    for epoch in (1, 2, 3):
+        generations.save(model, epoch, {})
+    assert generations.epochs() == [3, 2]  # the newest two are kept
+    newest = generations.path(3)
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    assert run.completed_epochs() == 2 and run.checkpoint("latest") == generations.path(2)
+    checkpoint_files.save(model, run.best_path, {"epoch": 3, "monitor": "val_nll", "value": 1.0})
+    with open(run.best_path, "r+b") as f:
+        f.truncate(100)
+    assert run.checkpoint("best") == generations.path(2)
+    assert "skipping the best checkpoint" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="is 100 bytes where its record says"):
+        checkpoint_files.load(dense_model(), run.best_path)
+
+
+def test_a_run_without_checkpoints_may_change_its_model_or_data(tmp_path):
+    """A run that failed before its first epoch ended must not block the corrected command."""
+    run = RunDir(str(tmp_path / "run"))
+    run.prepare(small_config())
+    other = small_config()
+    other.model.z_size = 8
+    assert run.check(other) == ["model.z_size: 50 -> 8"]

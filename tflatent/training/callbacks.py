@@ -4,9 +4,9 @@
 * :class:`PlateauLRDecay` divides the learning rate by 4 when the validation loss stops improving,
   once annealing is done, and resets the optimizer as the reference's rebuild does.
 * :class:`ImportanceSampledNLL` puts the importance-sampled validation NLL into the epoch logs.
-* :class:`EpochLog` is ``CSVLogger`` with stable columns across sessions and occasional metrics.
+* :class:`EpochLog` writes the CSV history: one row per epoch exactly once, stable columns, occasional metrics.
 * :class:`BestCheckpoint` keeps the weights of the best epoch by a logged metric, with a JSON record.
-* :class:`RunBackup` is ``BackupAndRestore`` that also restores the state of stateful callbacks.
+* :class:`RunBackup` backs up and restores the training state, stateful callbacks included, crash-safely.
 * :class:`StopOnNonFinite` stops at the first non-finite training loss with a message saying what to do.
 
 Order matters where one callback reads what another writes (all share one epoch-logs dict):
@@ -18,6 +18,7 @@ before ``EpochLog`` (which logs its ``lr``) and ``RunBackup`` (which saves its s
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from typing import Callable, Optional
@@ -25,8 +26,8 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
-from tflatent.training import optimizers
-from tflatent.json_files import read_json, write_json
+from tflatent import atomic_files
+from tflatent.training import checkpoint_files, optimizers
 
 
 def _value(variable) -> float:
@@ -194,95 +195,136 @@ class ImportanceSampledNLL(keras.callbacks.Callback):
                 logs["val_" + key] = float(result[key])
 
 
-class EpochLog(keras.callbacks.CSVLogger):
-    """``CSVLogger`` appending one row per epoch, with columns that do not depend on the first epoch.
+class EpochLog(keras.callbacks.Callback):
+    """The CSV history, one row per epoch exactly once, rewritten whole (atomically) after every epoch.
 
-    Keras fixes the columns at the first epoch's keys, which would drop metrics logged only on some
-    epochs (``val_nll``) and, on resume, could disagree with the header already in the file. Here the
-    columns are the existing header's when appending to a file, else the first epoch's keys plus
-    ``occasional``; a value missing from an epoch is written as NA.
+    The columns are the existing header's when the file exists, else the first epoch's keys plus
+    ``occasional`` (metrics logged on some epochs only, e.g. ``val_nll``); a value missing from an
+    epoch is written as NA. Writing epoch i drops the rows of epochs >= i first: a run resumed from
+    its backup rewrites the rows logged after that backup (before a kill stopped the next one)
+    instead of appending them twice.
     """
 
     def __init__(self, filename: str, occasional=()):
-        super().__init__(filename, append=True)
+        super().__init__()
+        self.filename = filename
         self.occasional = tuple(occasional)
+        self.keys: Optional[list] = None
+        self.rows: list = []
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if not self.append_header:
+        self.keys, self.rows = None, []
+        if os.path.exists(self.filename):
             with open(self.filename, newline="") as f:
-                self.keys = next(csv.reader(f, delimiter=self.sep))[1:]
+                reader = csv.reader(f)
+                header = next(reader, None)
+                if header:
+                    self.keys, self.rows = header[1:], [row for row in reader if row]
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
         if self.keys is None:
-            self.keys = sorted(set(logs or {}) | set(self.occasional))
-        super().on_epoch_end(epoch, logs)
+            self.keys = sorted(set(logs) | set(self.occasional))
+        self.rows = [row for row in self.rows if int(row[0]) < epoch]
+        self.rows.append([str(epoch)] + [_csv_value(logs.get(key)) for key in self.keys])
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["epoch"] + self.keys)
+        writer.writerows(self.rows)
+        os.makedirs(os.path.dirname(os.path.abspath(self.filename)), exist_ok=True)
+        atomic_files.write_text(self.filename, text.getvalue())
 
 
-class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+def _csv_value(value) -> str:
+    return "NA" if value is None else value if isinstance(value, str) else str(float(value))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
     """Saves the weights (and optimizer state) when ``monitor`` improves, with a JSON record beside them.
 
-    ``<path>.json`` holds the epoch count (epochs completed), the monitor, its value and the epoch's
-    logs; the best value so far is read back from it when the callback is created, so a resumed run
-    never replaces its best checkpoint by a worse one. Epochs whose logs lack ``monitor`` (the
-    importance-sampled NLL runs every few epochs only) are skipped silently.
+    ``<path>.json`` holds the epoch count (epochs completed), the monitor, its value, the epoch's logs
+    and the file's size and SHA-256 (:mod:`tflatent.training.checkpoint_files`: written to a temporary
+    name and renamed, the record after the file). The best value so far is read back from the record
+    when the callback is created, so a resumed run never replaces its best checkpoint by a worse one.
+    Epochs whose logs lack ``monitor`` (the importance-sampled NLL runs every few epochs only) are
+    skipped silently.
     """
 
     def __init__(self, filepath: str, monitor: str = "val_loss"):
-        record = read_record(filepath)
-        best = record["value"] if record and record.get("monitor") == monitor else None
-        super().__init__(filepath, monitor=monitor, save_best_only=True, save_weights_only=True,
-                         mode="min", initial_value_threshold=best)
+        super().__init__()
+        record = checkpoint_files.read_record(filepath)
+        self.filepath = filepath
+        self.monitor = monitor
+        self.best = record["value"] if record and record.get("monitor") == monitor else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.monitor not in (logs or {}):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not float(value) < self.best:
             return
-        best = self.best
-        super().on_epoch_end(epoch, logs)
-        if self.best != best:
-            record = {"epoch": epoch + 1, "monitor": self.monitor, "value": float(self.best),
-                      "logs": {k: float(v) for k, v in logs.items()}}
-            write_json(self.filepath + ".json", record)
+        self.best = float(value)
+        checkpoint_files.save(self.model, self.filepath, {
+            "epoch": epoch + 1, "monitor": self.monitor, "value": self.best,
+            "logs": {k: float(v) for k, v in logs.items()}})
 
 
-def read_record(checkpoint: str) -> Optional[dict]:
-    """The JSON record written beside a checkpoint, or None when there is none."""
-    return read_json(checkpoint + ".json")
+class RunBackup(keras.callbacks.Callback):
+    """A backup every epoch (weights, optimizer, epoch, stateful callbacks), restored when training starts.
 
-
-class RunBackup(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` (weights, optimizer, epoch) plus the state of stateful callbacks.
-
-    Keras restores the model, the optimizer (learning rate included) and the epoch; callbacks with
-    ``get_state()``/``set_state(state)`` (e.g. :class:`PlateauLRDecay`'s best value and impatience)
-    are saved under ``"callbacks"`` in Keras's ``training_metadata.json`` and restored with it. Two
-    generations are kept (``double_checkpoint``), so a kill during a save falls back to the previous
-    weights and metadata together. The backup is kept after training ends, so re-running a finished
-    run restores its last epoch and trains no further.
+    Backups are :class:`tflatent.training.checkpoint_files.Generations` in ``backup_dir``
+    (``epoch-NNNN.weights.h5`` and its record; the newest two are kept, nothing is rewritten in place).
+    At the start of ``fit`` the newest whole generation is loaded (a damaged one is skipped with a
+    warning): the model, the optimizer (learning rate included), the epoch to continue from, and the
+    state of the callbacks in ``stateful`` (``get_state()``/``set_state(state)``, e.g.
+    :class:`PlateauLRDecay`'s best value and impatience). With ``learning_rate`` (the configured
+    ``train.learning_rate``), a configured rate that differs from the one recorded in the backup
+    replaces the restored rate, with a message: the user changed the setting on purpose. The backups
+    are kept after training ends, so re-running a finished run trains no further.
     """
 
-    def __init__(self, backup_dir: str, stateful: Optional[dict] = None):
-        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+    def __init__(self, backup_dir: str, stateful: Optional[dict] = None, learning_rate: Optional[float] = None):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.generations = checkpoint_files.Generations(backup_dir)
         self.stateful = stateful or {}
+        self.learning_rate = learning_rate
 
-    def _save_model(self):
-        super()._save_model()
-        metadata = read_json(self._training_metadata_path)
-        metadata["callbacks"] = {name: cb.get_state() for name, cb in self.stateful.items()}
-        write_json(self._training_metadata_path, metadata)
-
-    def _load_model(self):
-        super()._load_model()
-        states = (read_json(self._training_metadata_path) or {}).get("callbacks", {})
-        for name, state in states.items():
+    def on_train_begin(self, logs=None):
+        latest = self.generations.latest()
+        if latest is None:
+            return
+        path, record = latest
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        checkpoint_files.load(self.model, path)
+        self.model._initial_epoch = int(record["epoch"])  # what keras.callbacks.BackupAndRestore sets
+        for name, state in record.get("callbacks", {}).items():
             if name in self.stateful:
                 self.stateful[name].set_state(state)
+        configured = record.get("configured_learning_rate")
+        if self.learning_rate is not None and configured is not None and configured != self.learning_rate:
+            restored = _value(optimizer.learning_rate)
+            optimizer.learning_rate = self.learning_rate
+            print(f"train.learning_rate changed from {configured:g} to {self.learning_rate:g}: training "
+                  f"continues at {self.learning_rate:g} (the backup's rate was {restored:.3g})")
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"callbacks": {name: cb.get_state() for name, cb in self.stateful.items()}}
+        if self.learning_rate is not None:
+            record["configured_learning_rate"] = self.learning_rate
+        self.generations.save(self.model, epoch + 1, record)
 
     @staticmethod
     def completed_epochs(backup_dir: str) -> int:
-        """Epochs completed according to the backup in ``backup_dir`` (0 when there is none)."""
-        metadata = read_json(os.path.join(backup_dir, "training_metadata.json"))
-        return 0 if metadata is None else int(metadata["epoch"])
+        """Epochs completed according to the newest whole backup in ``backup_dir`` (0 when there is none)."""
+        latest = checkpoint_files.Generations(backup_dir).latest(warn=False)
+        return 0 if latest is None else int(latest[1]["epoch"])
+
+    @staticmethod
+    def latest(backup_dir: str) -> Optional[str]:
+        """The newest whole backup file in ``backup_dir``, or None."""
+        latest = checkpoint_files.Generations(backup_dir).latest(warn=False)
+        return None if latest is None else latest[0]
 
 
 class NonFiniteLossError(RuntimeError):

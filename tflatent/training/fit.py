@@ -19,8 +19,7 @@ from tflatent import data
 from tflatent.models import registry
 from tflatent.models.base import SequenceModel
 from tflatent.training import callbacks as cb
-from tflatent.training import distribute
-from tflatent.training import optimizers
+from tflatent.training import checkpoint_files, distribute, optimizers
 from tflatent.training.run_dir import RunDir, checkpoint_epoch, ensure_built
 
 BuildModel = Callable[[config_lib.Config, object], SequenceModel]  # (config, data bundle) → built model
@@ -40,7 +39,7 @@ def train(config: config_lib.Config, run: RunDir, strategy: tf.distribute.Strate
     resume_epoch = checkpoint_epoch(resume) if resume else 0
     chief = distribute.is_chief(strategy)
     own = run if chief else RunDir(os.path.join(run.path, "workers", str(strategy.cluster_resolver.task_id)))
-    for change in own.prepare(config):
+    for change in own.check(config):
         print(f"{own.path}: config changed since the last session: {change}")
     keras.utils.set_random_seed(t.seed)
     policy = distribute.set_precision(t.mixed_precision, strategy)
@@ -54,13 +53,14 @@ def train(config: config_lib.Config, run: RunDir, strategy: tf.distribute.Strate
     with strategy.scope():
         model = compiled_model(config, bundle, inputs.valid, build_model)
     print(f"{type(model).__name__}: {model.count_params():,} parameters")
+    own.write_config(config)  # only now: a run that fails before this leaves no config to block a fix
 
     initial_epoch = own.completed_epochs()
     if resume and initial_epoch:
         print(f"{own.path} has its own backup at epoch {initial_epoch}: continuing from it and ignoring "
               f"--resume {resume} (use a new --run-dir to start from that checkpoint)")
     elif resume:
-        model.load_weights(resume)
+        checkpoint_files.load(model, resume)
         initial_epoch = resume_epoch
         if t.reset_optimizer_on_resume:
             optimizers.reset_state(model.optimizer)
@@ -150,7 +150,7 @@ def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, b
         occasional = ["val_nll", "val_nats_per_frame" if bundle.is_music else "val_bpc"] if t.nll_every else []
         callbacks.append(cb.EpochLog(run.history_path, occasional))
         callbacks.append(cb.BestCheckpoint(run.best_path, monitor="val_nll" if t.nll_every else "val_loss"))
-    callbacks.append(cb.RunBackup(run.backup_dir, {"plateau": plateau}))
+    callbacks.append(cb.RunBackup(run.backup_dir, {"plateau": plateau}, learning_rate=t.learning_rate))
     return callbacks
 
 
@@ -168,7 +168,7 @@ def _summary(run: RunDir, status: str, message: str, history: dict, started: flo
     previous = run.read_json("summary.json") or {}
     every_epoch = {key: values for key, values in history.items() if len(values) == len(history["loss"])}
     last = {key: values[-1] for key, values in every_epoch.items()} if history else previous.get("last_epoch", {})
-    best = cb.read_record(run.best_path)
+    best = checkpoint_files.read_record(run.best_path)
     return {
         "status": status,
         "message": message,

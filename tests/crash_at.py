@@ -1,0 +1,35 @@
+"""``python tests/crash_at.py EVENT SUFFIX standin_model.py-ARGS...``: a real crash at a chosen file operation.
+
+Runs ``tests/standin_model.py`` with an audit hook (:func:`sys.addaudithook`) that SIGKILLs the process
+when Python is about to perform ``EVENT`` (``open`` for writing, or ``os.rename``, also raised by ``os.replace``) on
+a path ending in ``SUFFIX``: the operation never happens, as when a machine dies at that instant. No
+code of the package is changed or replaced.
+"""
+
+import os
+import runpy
+import signal
+import sys
+
+
+def install(event: str, suffix: str) -> None:
+    def hook(name, args):
+        if name != event:
+            return
+        if name == "open":
+            path, mode = args[0], args[1]
+            writing = isinstance(mode, str) and any(c in mode for c in "wax+")
+            hit = writing and isinstance(path, str) and path.endswith(suffix)
+        else:  # os.rename: (src, dst, ...)
+            hit = str(args[1]).endswith(suffix)
+        if hit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    sys.addaudithook(hook)
+
+
+if __name__ == "__main__":
+    event, suffix = sys.argv[1], sys.argv[2]
+    sys.argv = [os.path.join(os.path.dirname(__file__), "standin_model.py")] + sys.argv[3:]
+    install(event, suffix)
+    runpy.run_path(sys.argv[0], run_name="__main__")
