@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tflatent.config import DataConfig
 from tflatent.data import load_dataset
+from tflatent.errors import DataError
 
 
 def jsb_config(data_dir, tfds_dir, **fields):
@@ -13,7 +14,7 @@ def jsb_config(data_dir, tfds_dir, **fields):
 
 
 def test_ptb_bundle_text_fields_and_max_time(ptb_bundle):
-    assert not ptb_bundle.is_music and ptb_bundle.name == "ptb_char/length_1_288/1.0.0"
+    assert not ptb_bundle.is_music and ptb_bundle.name == "ptb_char/length_1_288/1.1.0"
     assert ptb_bundle.max_time == 288  # the longest of train + valid (docs/reference.md §2.2)
     assert ptb_bundle.lengths("train").dtype == np.int32
 
@@ -76,7 +77,7 @@ def test_length_prior_splits_and_max_time_options(data_dir, tfds_dir):
     train_only = load_dataset(jsb_config(data_dir, tfds_dir, length_prior_splits="train", max_time=400))
     assert train_only.max_time == 400 and train_only.length_prior.max_time == 400
     assert train_only.length_prior.counts.sum() == 229
-    with pytest.raises(ValueError, match="data.max_time = 100 is shorter than the longest train sequence"):
+    with pytest.raises(DataError, match="data.max_time = 100 is shorter than the longest train sequence"):
         load_dataset(jsb_config(data_dir, tfds_dir, max_time=100))
 
 

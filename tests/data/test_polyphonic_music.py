@@ -1,6 +1,7 @@
 """polyphonic_music on the real JSB and Nottingham files, through tfds.load and the builder."""
 
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -9,13 +10,15 @@ import scipy.io
 import tensorflow_datasets as tfds
 
 from tflatent.data import PolyphonicMusic, sources
+from tflatent.data.builder import TFDS_SPLITS
+from tflatent.errors import DataError
 
 
 def load_all(name, tfds_dir, source_dir):
     """{split: [frames]} of polyphonic_music/<name>, through tfds.load with the source folder given."""
     splits = tfds.load(f"polyphonic_music/{name}", data_dir=tfds_dir,
                        builder_kwargs={"source_dir": str(source_dir)})
-    return {split: [example["frames"] for example in tfds.as_numpy(splits[split])]
+    return {split: [example["frames"] for example in tfds.as_numpy(splits[TFDS_SPLITS[split]])]
             for split in sources.SPLITS}
 
 
@@ -66,6 +69,32 @@ def test_changed_sources_are_prepared_again(data_dir, tmp_path, caplog):
     assert "differ from those the prepared data was built from" in caplog.text
 
 
+def test_a_damaged_source_keeps_the_prepared_copy_and_names_the_file(data_dir, tmp_path):
+    source = copy_alone(data_dir / "music" / "JSB_Chorales.mat", tmp_path / "source")
+    builder = PolyphonicMusic(config="jsb_chorales", data_dir=tmp_path / "tfds", source_dir=source)
+    builder.download_and_prepare()
+    prepared = sorted(os.listdir(builder.data_path))
+    path = source / "JSB_Chorales.mat"
+    path.write_bytes(path.read_bytes()[:5000])  # truncated
+    again = PolyphonicMusic(config="jsb_chorales", data_dir=tmp_path / "tfds", source_dir=source)
+    with pytest.raises(DataError, match=r"JSB_Chorales.mat changed since .* the prepared copy is kept"):
+        again.download_and_prepare()
+    assert sorted(os.listdir(builder.data_path)) == prepared
+    assert len(tfds.load("polyphonic_music/jsb_chorales", split="validation", data_dir=tmp_path / "tfds",
+                         download=False)) == 76
+
+
+def test_an_empty_split_is_an_error_naming_the_file_and_the_split(data_dir, tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    data = scipy.io.loadmat(data_dir / "music" / "JSB_Chorales.mat")
+    data["validdata"] = data["validdata"][:, :0]
+    scipy.io.savemat(source / "JSB_Chorales.mat", {k: data[k] for k in sources.MAT_VARIABLES.values()})
+    builder = PolyphonicMusic(config="jsb_chorales", data_dir=tmp_path / "tfds", source_dir=source, download=False)
+    with pytest.raises(DataError, match=r"JSB_Chorales.mat: the valid split has no sequences"):
+        builder.download_and_prepare()
+
+
 def test_prepared_data_is_used_when_the_sources_are_gone(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     source = copy_alone(data_dir / "music" / "JSB_Chorales.mat", tmp_path / "source")
@@ -76,7 +105,7 @@ def test_prepared_data_is_used_when_the_sources_are_gone(data_dir, tmp_path, mon
                             download=False)
     assert again.is_prepared()
     again.download_and_prepare()
-    assert again.info.splits["valid"].num_examples == 76
+    assert again.info.splits["validation"].num_examples == 76
 
 
 def test_missing_music_file_lists_the_names_expected(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ def test_length_plus_one_sums_are_the_reference_denominators(ptb_bundle):
 
 
 def test_examples_are_the_stripped_lines_in_file_order(data_dir, tfds_dir, ptb_bundle):
-    dataset = tfds.load("ptb_char", split="valid[:3]", data_dir=tfds_dir,
+    dataset = tfds.load("ptb_char", split="validation[:3]", data_dir=tfds_dir,
                         builder_kwargs={"source_dir": str(data_dir)})
     lines = [s for s in sources.read_ptb_text(data_dir / "ptb" / "ptb.valid.txt") if 1 <= len(s) <= 288]
     for example, line in zip(tfds.as_numpy(dataset), lines):
@@ -58,7 +58,7 @@ def test_the_filter_is_logged_and_configurable(data_dir, tmp_path, caplog):
         builder.download_and_prepare()
     lines = sources.read_ptb_text(small / "ptb.valid.txt")
     kept = sum(10 <= len(line) <= 60 for line in lines)
-    assert builder.info.splits["valid"].num_examples == kept < 40
+    assert builder.info.splits["validation"].num_examples == kept < 40
     assert f"ptb_char valid: kept {kept} of 40 sentences ({40 - kept} outside lengths 10..60 dropped)" \
         in caplog.text
     assert builder.info.metadata["counts"]["valid"] == {"kept": kept, "total": 40}

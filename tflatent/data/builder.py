@@ -7,8 +7,14 @@ and, when the prepared data set exists but the files found now differ, prepare i
     builder = PtbChar(data_dir=tfds_dir, source_dir="/path/to/shared/data")
     builder.download_and_prepare()   # generates, or reuses when the sources are unchanged
 
-``is_prepared()`` is False in that case, so ``tfds.load`` prepares the data again too. When the sources
-cannot be found (only the prepared data set is there), the prepared data is used as it is. To force a
+``is_prepared()`` is False in that case, so ``tfds.load`` prepares the data again too. The prepared copy
+is moved aside first and put back when the new sources cannot be prepared (a truncated file): the
+error names the changed file and the good copy is kept. When the sources cannot be found (only the
+prepared data set is there), the prepared data is used as it is.
+
+The TFDS splits are named ``train``, ``validation`` and ``test`` (:data:`TFDS_SPLITS`), TFDS's
+convention; the rest of the package, the source files and the configs call the second ``valid``. A
+split without examples is an error naming the source file. To force a
 rebuild, pass ``download_config=tfds.download.DownloadConfig(download_mode=
 tfds.GenerateMode.REUSE_CACHE_IF_EXISTS)`` or delete ``<data_dir>/<name>``.
 
@@ -22,6 +28,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +38,8 @@ import tensorflow_datasets as tfds
 from tflatent.data import sources
 
 logger = logging.getLogger(__name__)
+
+TFDS_SPLITS = {"train": "train", "valid": "validation", "test": "test"}  # our name -> TFDS's
 
 
 class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -61,11 +71,45 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         if (downloads, manual) != (self._source_download_dir, self._source_manual_dir):
             self._source_download_dir, self._source_manual_dir, self._stale = downloads, manual, None
         reuse = download_config.download_mode == tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        if reuse and self.data_path.exists() and self._sources_changed():
-            download_config = dataclasses.replace(
-                download_config, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
-        super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+        if not (reuse and self.data_path.exists() and self._sources_changed()):
+            super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+            self._stale = False
+            return
+        changed = self._changed_files()
+        download_config = dataclasses.replace(
+            download_config, download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+        kept = Path(str(self.data_path) + ".previous")
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(self.data_path, kept)
+        try:
+            super().download_and_prepare(download_dir=download_dir, download_config=download_config, **kwargs)
+        except sources.DataError as err:
+            shutil.rmtree(self.data_path, ignore_errors=True)
+            os.replace(kept, self.data_path)
+            raise sources.DataFormatError(f"{changed} changed since {self.data_path} was prepared and cannot be "
+                                          f"prepared again ({err}); the prepared copy is kept: restore the "
+                                          "file, or point data.data_dir elsewhere") from err
+        shutil.rmtree(kept, ignore_errors=True)
         self._stale = False
+
+    def _changed_files(self) -> str:
+        """The source files whose fingerprints differ from those recorded at preparation."""
+        recorded = self.info.metadata.get("sources") or {}
+        try:
+            current = sources.fingerprint(self._locate(self._source_manual_dir, self._source_download_dir, False))
+        except sources.DataNotFoundError:
+            return "the source files"
+        names = [name for name, digest in current.items() if recorded.get(name) != digest]
+        return ", ".join(names) or "the source files"
+
+    @staticmethod
+    def _checked_splits(splits: dict, path) -> dict:
+        """``splits`` ({our split name: examples}) under TFDS's names, refusing an empty split."""
+        for split, examples in splits.items():
+            if not len(examples):
+                raise sources.DataFormatError(f"{path}: the {split} split has no sequences; the file is "
+                                              "truncated or not the data set's file")
+        return {TFDS_SPLITS[split]: examples for split, examples in splits.items()}
 
     def is_prepared(self) -> bool:
         """Prepared, from the source files found now (``tfds.load`` prepares again when False)."""

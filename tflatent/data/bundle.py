@@ -28,11 +28,13 @@ import tensorflow_datasets as tfds
 
 from tflatent.config import MUSIC_DATASETS, DataConfig
 from tflatent.data import sources
+from tflatent.data.builder import TFDS_SPLITS
 from tflatent.data.length_prior import LengthPrior
 from tflatent.data.pipeline import make_batches
 from tflatent.data.polyphonic_music import PolyphonicMusic
 from tflatent.data.ptb_char import PtbChar, PtbCharConfig
 from tflatent.data.vocabulary import PAD_ID, UNK_ID, CharVocabulary
+from tflatent.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ def make_builder(config: DataConfig) -> tfds.core.DatasetBuilder:
 
 def _read_split(builder: tfds.core.DatasetBuilder, split: str, feature: str) -> tf.RaggedTensor:
     """A whole split's ``feature`` as one ragged tensor [N, (T), ...], in source order."""
-    dataset = builder.as_dataset(split=split, shuffle_files=False,
+    dataset = builder.as_dataset(split=TFDS_SPLITS[split], shuffle_files=False,
                                  read_config=tfds.ReadConfig(try_autocache=False))
     parts = list(dataset.map(lambda example: example[feature]).ragged_batch(_READ_BATCH))
     return tf.concat(parts, axis=0)
@@ -185,9 +187,12 @@ def load_dataset(config: DataConfig, seed: int = 0) -> DataBundle:
     splits = {split: rows if limits[split] is None else rows[:limits[split]] for split, rows in full.items()}
     for split, rows in splits.items():
         split_longest = int(tf.reduce_max(rows.row_lengths()))
+        if split_longest > max_time and config.max_time:
+            raise DataError(f"data.max_time = {max_time} is shorter than the longest {split} sequence "
+                            f"({split_longest}); raise it to {split_longest} or more, or leave it null")
         if split_longest > max_time:
-            raise ValueError(f"data.max_time = {max_time} is shorter than the longest {split} sequence "
-                             f"({split_longest}); raise it or leave it null to derive it from the data")
+            raise DataError(f"the longest {split} sequence ({split_longest}) is longer than max_time = {max_time} "
+                            f"derived from train and valid; set data.max_time to {split_longest} or more")
     logger.info("%s: %s; max_time %d", builder.info.full_name, ", ".join(
         f"{split} {int(rows.nrows())} of {int(full[split].nrows())} loaded ({dropped[split]} dropped by "
         "the length filter)" for split, rows in splits.items()), max_time)

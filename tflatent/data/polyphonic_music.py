@@ -47,8 +47,9 @@ _DESCRIPTIONS = {
 class PolyphonicMusic(SourceFilesBuilder):
     """Polyphonic music piano rolls; see the module docstring."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "88-dim frames (pitch − 21) from the authors' pickles or the .mat rolls."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "88-dim frames (pitch − 21) from the authors' pickles or the .mat rolls.",
+                     "1.1.0": "Splits named train, validation and test (was valid)."}
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name, description=text)
                        for name, text in _DESCRIPTIONS.items()]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -79,7 +80,8 @@ class PolyphonicMusic(SourceFilesBuilder):
         rolls = sources.read_music(path)
         logger.info("polyphonic_music/%s from %s: %s sequences", self.builder_config.name, path,
                     "/".join(str(len(rolls[split])) for split in sources.SPLITS))
-        return {split: self._generate_examples(rolls[split]) for split in sources.SPLITS}
+        splits = self._checked_splits({split: rolls[split] for split in sources.SPLITS}, path)
+        return {split: self._generate_examples(examples) for split, examples in splits.items()}
 
     def _generate_examples(self, rolls: list[np.ndarray]):
         for index, roll in enumerate(rolls):

@@ -55,8 +55,9 @@ class PtbCharConfig(tfds.core.BuilderConfig):
 class PtbChar(SourceFilesBuilder):
     """Penn Treebank (Mikolov's split) as characters; see the module docstring."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Characters of the word-level files; lengths 1..288; pad 0, unk 1."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Characters of the word-level files; lengths 1..288; pad 0, unk 1.",
+                     "1.1.0": "Splits named train, validation and test (was valid)."}
     BUILDER_CONFIGS = [PtbCharConfig.for_lengths(1, 288)]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Place ptb.train.txt, ptb.valid.txt and ptb.test.txt (the folder data/ of "
@@ -85,7 +86,8 @@ class PtbChar(SourceFilesBuilder):
         del dl_manager  # the files are located by _source_files (local folders, then a download)
         config = self.builder_config
         kept, counts = {}, {}
-        for split, path in zip(sources.SPLITS, self._source_files()):
+        paths = self._source_files()
+        for split, path in zip(sources.SPLITS, paths):
             lines = sources.read_ptb_text(path)
             kept[split] = [s for s in lines if config.min_length <= len(s) <= config.max_length]
             counts[split] = {"kept": len(kept[split]), "total": len(lines)}
@@ -96,7 +98,8 @@ class PtbChar(SourceFilesBuilder):
         vocabulary = CharVocabulary.build(kept["train"])
         self.info.metadata.update(vocab=vocabulary.tokens, counts=counts,
                                   min_length=config.min_length, max_length=config.max_length)
-        return {split: self._generate_examples(sentences, vocabulary) for split, sentences in kept.items()}
+        splits = self._checked_splits(kept, paths[0].parent)
+        return {split: self._generate_examples(sentences, vocabulary) for split, sentences in splits.items()}
 
     def _generate_examples(self, sentences: list[str], vocabulary: CharVocabulary):
         for index, sentence in enumerate(sentences):

@@ -36,6 +36,8 @@ from typing import Optional, Sequence
 import numpy as np
 import scipy.io
 
+from tflatent.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "TFLATENT_DATA_DIR"
@@ -64,11 +66,11 @@ KNOWN_SHA256 = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(DataError, FileNotFoundError):
     """The source files are in none of the places searched; the message lists names and places."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(DataError, ValueError):
     """A source file is truncated or has the wrong layout; the message names the file."""
 
 
