@@ -32,7 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None, **parts) -> int:
     """Runs the command; ``parts`` (``build_model``, ``load_dataset``) as in :func:`tflatent.cli.open_run`."""
-    args = parse_args(argv)
+    return cli.one_line_errors(_main, parse_args(argv), parts)
+
+
+def _main(args: argparse.Namespace, parts: dict) -> int:
     opened = cli.open_checked_run(args, at_least_one=("samples", "chunk", "batch_size"), **parts)
     if opened is None:
         return 2

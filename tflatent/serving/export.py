@@ -50,7 +50,7 @@ class ServingModule(tf.Module):
         self.model_variables = [getattr(v, "value", v) for v in model.variables]
         self.metadata_file = tf.saved_model.Asset(metadata_path)
         self.config_file = tf.saved_model.Asset(config_path)
-        x_spec = (tf.TensorSpec([None, None, None], tf.float32, name="x") if model.music
+        x_spec = (tf.TensorSpec([None, None, NUM_PITCHES], tf.float32, name="x") if model.music
                   else tf.TensorSpec([None, None], tf.int32, name="x"))
         lengths_spec = tf.TensorSpec([None], tf.int32, name="lengths")
         scalar = lambda name, dtype: tf.TensorSpec([], dtype, name=name)  # noqa: E731
@@ -117,16 +117,19 @@ class ServingModule(tf.Module):
                      "every row to max(lengths) steps. Steps of x, max(lengths):", steps[1], tf.reduce_max(lengths)),
         ]
         if model.music:
-            checks += [
-                _require(steps[2] == NUM_PITCHES, f"x: music frames must be {NUM_PITCHES} wide (column k = MIDI "
-                         f"pitch k + {MIN_PITCH}); got width", steps[2]),
-                _require(tf.reduce_all((x == 0.0) | (x == 1.0)),
-                         "x: music frames must hold only 0 (note off) and 1 (note on)"),
-            ]
+            checks.append(_require(tf.reduce_all((x == 0.0) | (x == 1.0)),
+                                   "x: music frames must hold only 0 (note off) and 1 (note on)"))
         else:
-            checks.append(_require(tf.reduce_all((x >= 0) & (x < model.vocab_size)),
-                                   f"x: token ids must be in [0, {model.vocab_size}) (0 is padding); got values "
-                                   "from", tf.reduce_min(x), "to", tf.reduce_max(x)))
+            inside = tf.sequence_mask(lengths, steps[1])
+            checks += [
+                _require(tf.reduce_all((x >= 0) & (x < model.vocab_size)),
+                         f"x: token ids must be in [0, {model.vocab_size}) (0 is padding); got values "
+                         "from", tf.reduce_min(x), "to", tf.reduce_max(x)),
+                _require(tf.logical_not(tf.reduce_any(inside & tf.equal(x, PAD_ID))),
+                         f"x: the padding id {PAD_ID} appears inside a sequence (before its length); use "
+                         f"the unknown id {UNK_ID} for an unknown character. Rows, steps:",
+                         tf.where(inside & tf.equal(x, PAD_ID))),
+            ]
         with tf.control_dependencies(checks):
             return tf.identity(x), tf.identity(lengths)
 
@@ -244,7 +247,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return cli.one_line_errors(_main, parse_args(argv))
+
+
+def _main(args: argparse.Namespace) -> int:
     opened = cli.open_checked_run(args, at_least_one=("samples", "chunk"))
     if opened is None:
         return 2

@@ -34,6 +34,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from tflatent.errors import ExpectedError
+
 try:
     import kserve
     from kserve.errors import InvalidInput
@@ -228,8 +230,8 @@ def main(argv=None) -> int:
     servable = SavedModelServable(args.name or os.path.basename(os.path.normpath(args.model)), args.model)
     try:
         servable.load()
-    except (FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ExpectedError, OSError) as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     print(f"serving {args.model}/{servable.version} as {servable.name} on http://{args.host}:{args.port}"
           f"/v1/models/{servable.name} (signatures: {', '.join(sorted(servable.signatures))})", flush=True)

@@ -59,7 +59,7 @@ import keras_tuner as kt
 import tensorflow as tf
 
 from tflatent import config as config_lib
-from tflatent import data
+from tflatent import cli, data
 from tflatent.training import distribute
 from tflatent.training import fit as fit_lib
 from tflatent.tuning import search_space
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
         directory = directory or os.path.join(config.train.output_dir, "tune", f"{config.train.run_name}-{space_name}")
         result = search(config, space, strategy, directory, tuner=args.tuner, trials=args.trials,
                         executions=args.executions_per_trial, time_budget=args.time_budget)
-    except (config_lib.ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except cli.EXPECTED as err:
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: the finished trials are saved in {directory}; re-run the same command to continue "
