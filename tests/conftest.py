@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data folder, and data sets prepared once per test session."""
+"""Shared fixtures: the real data folder (found as the builders find it), and data sets prepared once per session."""
 
 from __future__ import annotations
 
@@ -11,17 +11,32 @@ REQUIRED_FILES = ("ptb/ptb.train.txt", "ptb/ptb.valid.txt", "ptb/ptb.test.txt", 
                   "music/Nottingham.mat", "music/jsb-chorales-quarter.pkl")
 
 
+def data_places() -> list[tuple[str, Path | None]]:
+    """Where the tests look for the real data, in the builders' order (tflatent.data.sources.search_places):
+    ``$TFLATENT_DATA_DIR``, a ``shared/data`` beside the checkout, then TFDS's manual folder."""
+    env = os.environ.get("TFLATENT_DATA_DIR")
+    tfds_root = Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
+    return [("$TFLATENT_DATA_DIR", Path(env).expanduser() if env else None),
+            ("shared/data beside the checkout", Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+            ("the TFDS manual folder", tfds_root / "downloads" / "manual")]
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real data: ``$TFLATENT_DATA_DIR`` or ``<repo>/../shared/data``. Fails (never skips) if absent."""
-    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    path = Path(os.environ.get("TFLATENT_DATA_DIR") or default)
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-    if missing:
-        pytest.fail(f"the real data files are missing from {path}: {', '.join(missing)}. Set "
-                    "TFLATENT_DATA_DIR to the folder holding ptb/ and music/ (see shared/data/SOURCES.md)",
-                    pytrace=False)
-    return path
+    """The first place of :func:`data_places` holding every required file. Fails (never skips) with one
+    message listing each place tried and what it lacked."""
+    tried = []
+    for description, path in data_places():
+        if path is None:
+            tried.append(f"{description}: not set")
+            continue
+        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        if not missing:
+            return path
+        tried.append(f"{description} ({path}): lacks {', '.join(missing)}")
+    pytest.fail("the real data files were not found. Tried: " + "; ".join(tried) + ". Set TFLATENT_DATA_DIR "
+                "to a folder holding ptb/ptb.{train,valid,test}.txt and music/ (JSB_Chorales.mat, Nottingham.mat, "
+                "jsb-chorales-quarter.pkl); the sources are listed in the README", pytrace=False)
 
 
 @pytest.fixture(scope="session")
