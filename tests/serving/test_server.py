@@ -137,6 +137,10 @@ def test_metadata_carries_the_vocabulary(server):
     ({"signature_name": "log_likelihood", "inputs": {"x": [[5, 6, 999]], "lengths": [3]}}, 400,
      "x: token ids must be in [0, "),
     ({"instances": [{"lengths": 5, "temperature": 1.0, "seed": 1}]}, 400, "needs the columnar format"),
+    ({"inputs": {"lengths": [300] * 300, "temperature": 1.0, "seed": 1}}, 400,
+     "holds 90,000 sequence positions (sequences x steps); this server answers at most 65,536"),
+    ({"signature_name": "log_likelihood", "inputs": {"x": [[5, 0, 6]], "lengths": [3]}}, 400,
+     "x: the padding id 0 appears inside a sequence"),
 ])
 def test_a_malformed_request_gets_a_4xx_with_the_message_and_the_server_goes_on(server, body, status, message):
     code, answer = request("POST", server + ":predict", body)

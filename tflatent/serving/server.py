@@ -17,7 +17,9 @@ stacks one value per instance along a new first dimension (so every input must b
 ``temperature`` or ``seed`` needs the columnar format), and an input may be given bare when the signature
 has only one. A malformed request (bad JSON, an unknown signature, a missing, unknown or mistyped input,
 or an ``InvalidArgumentError`` from the model's input checks) answers 400 ``{"error": "<what is wrong>"}``
-and the server goes on serving; an unknown model name answers 404.
+and the server goes on serving; an unknown model name answers 404. A request holding more than
+``--max-positions`` sequences x steps (default 65,536, about 0.75 GB of memory) answers 400 naming the
+limit.
 
 The same folder serves under TF Serving itself:
 ``docker run -p 8501:8501 -v $PWD/saved_models/<name>:/models/<name> -e MODEL_NAME=<name> tensorflow/serving``.
@@ -43,6 +45,9 @@ except ImportError as err:  # the optional extra
     raise ImportError(f"python -m tflatent.serve needs KServe ({err}): pip install 'tflatent[serve]'") from None
 
 DEFAULT_SIGNATURE = "serving_default"
+# Sequences x steps per request: 1,000 x 180 PTB characters took +2 GB (~11 KB per position with the
+# importance samples), so 65,536 keeps one request under ~0.75 GB. --max-positions changes it.
+DEFAULT_MAX_POSITIONS = 65_536
 
 
 class RequestError(ValueError):
@@ -138,6 +143,16 @@ def _to_tensor(name, value, spec: tf.TensorSpec, rows: bool) -> tf.Tensor:
     return tf.constant(array.astype(spec.dtype.as_numpy_dtype))
 
 
+def request_positions(inputs: dict) -> int:
+    """Sequences x steps of a request: x's first two dimensions, else len(lengths) x max(lengths)."""
+    if "x" in inputs:
+        shape = inputs["x"].shape
+        return int(shape[0]) * int(shape[1]) if shape.rank >= 2 else 0
+    if "lengths" in inputs and inputs["lengths"].shape.rank == 1 and inputs["lengths"].shape[0]:
+        return int(inputs["lengths"].shape[0]) * max(int(tf.reduce_max(inputs["lengths"])), 0)
+    return 0
+
+
 def format_response(outputs: dict, rows: bool) -> dict:
     """TF Serving's answer: {"outputs": ...} to a columnar request, {"predictions": [...]} to a row request."""
     values = {key: _json_value(np.asarray(value.numpy())) for key, value in outputs.items()}
@@ -176,9 +191,10 @@ def error_message(error: tf.errors.InvalidArgumentError) -> str:
 class SavedModelServable(kserve.Model):
     """The latest SavedModel version in ``model_dir``, answering TF Serving predict requests."""
 
-    def __init__(self, name: str, model_dir: str):
+    def __init__(self, name: str, model_dir: str, max_positions: int = DEFAULT_MAX_POSITIONS):
         super().__init__(name)
         self.model_dir = model_dir
+        self.max_positions = max_positions
         self.version = None
         self.signatures = None
 
@@ -196,6 +212,11 @@ class SavedModelServable(kserve.Model):
         """The JSON answer to a predict request's body; InvalidInput (400) for a bad request."""
         try:
             name, inputs, rows = parse_request(payload, self.signatures)
+            positions = request_positions(inputs)
+            if positions > self.max_positions:
+                raise RequestError(f"the request holds {positions:,} sequence positions (sequences x steps); this "
+                                   f"server answers at most {self.max_positions:,} per request (--max-positions): "
+                                   "split it into smaller requests")
             return format_response(self.signatures[name](**inputs), rows)
         except RequestError as err:
             raise InvalidInput(str(err)) from None
@@ -222,12 +243,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", help="the model name in the URLs (default: the folder's name)")
     parser.add_argument("--port", type=int, default=8501, help="HTTP port (default 8501, as TF Serving)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--max-positions", type=int, default=DEFAULT_MAX_POSITIONS,
+                        help="most sequences x steps one request may hold; larger ones answer 400 (default "
+                             f"{DEFAULT_MAX_POSITIONS:,}, about 0.75 GB of server memory)")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    servable = SavedModelServable(args.name or os.path.basename(os.path.normpath(args.model)), args.model)
+    if args.max_positions < 1:
+        print(f"error: --max-positions = {args.max_positions} must be >= 1", file=sys.stderr)
+        return 2
+    servable = SavedModelServable(args.name or os.path.basename(os.path.normpath(args.model)), args.model,
+                                  args.max_positions)
     try:
         servable.load()
     except (ExpectedError, OSError) as err:
