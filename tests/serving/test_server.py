@@ -76,8 +76,30 @@ def request(method, url, body=None, content_type="application/json"):
         return 0, None
 
 
-def test_status(server):
-    assert request("GET", server) == (200, {"name": "ptb", "ready": True})
+AVAILABLE = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                       "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+def test_status_and_versions_answer_in_tf_serving_s_shape(server):
+    assert request("GET", server) == (200, AVAILABLE)
+    assert request("GET", server + "/versions/1") == (200, AVAILABLE)
+    code, answer = request("GET", server + "/versions/2")
+    assert code == 404 and "Specific(ptb, 2)" in answer["error"]
+    code, answer = request("POST", server + "/versions/1:predict",
+                           {"inputs": {"lengths": [2], "temperature": 1.0, "seed": 0}})
+    assert code == 200 and answer["outputs"]["lengths"] == [2]
+
+
+def test_metadata_lists_the_signatures_as_tf_serving_does(server):
+    for url in (server + "/metadata", server + "/versions/1/metadata"):
+        code, answer = request("GET", url)
+        assert code == 200, answer
+        assert answer["model_spec"] == {"name": "ptb", "signature_name": "", "version": "1"}
+        signatures = answer["metadata"]["signature_def"]["signature_def"]
+        assert sorted(signatures) == ["log_likelihood", "metadata", "serving_default"]
+        x = signatures["log_likelihood"]["inputs"]["x"]
+        assert x["dtype"] == "DT_INT32" and [d["size"] for d in x["tensor_shape"]["dim"]] == ["-1", "-1"]
+        assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
 
 
 def test_samples_equal_the_saved_model_s(server, in_process):

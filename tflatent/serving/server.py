@@ -5,7 +5,10 @@ whose V1 protocol is TF Serving's predict API. It serves the latest version in t
 ``python -m tflatent.export`` (the signatures are listed there), under the folder's name (``--name``
 to change it), on ``--host`` (default 127.0.0.1) and ``--port`` (default 8501, TF Serving's)::
 
-    GET  /v1/models/<name>            → {"name": "<name>", "ready": true}       (KServe's status answer)
+    GET  /v1/models/<name>[/versions/<n>]           → {"model_version_status": [{"version": "1", "state":
+                                                       "AVAILABLE", "status": {"error_code": "OK", ...}}]}
+    GET  /v1/models/<name>[/versions/<n>]/metadata  → {"model_spec": ..., "metadata": {"signature_def":
+                                                       {"signature_def": {<name>: SignatureDef JSON}}}}
     POST /v1/models/<name>:predict    {"signature_name": "log_likelihood",      (default: serving_default)
                                        "inputs": {"x": [[5, 9, 2]], "lengths": [3], "seed": 0}}
                                       → {"outputs": {"log_likelihood": [...], "nll_per_token": [...]}}
@@ -32,6 +35,7 @@ import asyncio
 import json
 import os
 import sys
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -39,8 +43,13 @@ import tensorflow as tf
 from tflatent.errors import ExpectedError
 
 try:
+    import fastapi
     import kserve
+    from fastapi.responses import JSONResponse
+    from google.protobuf import json_format
     from kserve.errors import InvalidInput
+    from kserve.model_server import app as kserve_app
+    from tensorflow.core.protobuf import saved_model_pb2
 except ImportError as err:  # the optional extra
     raise ImportError(f"python -m tflatent.serve needs KServe ({err}): pip install 'tflatent[serve]'") from None
 
@@ -201,8 +210,20 @@ class SavedModelServable(kserve.Model):
     def load(self) -> bool:
         self.version, path = latest_version(self.model_dir)
         self.signatures = tf.saved_model.load(path).signatures
+        self.signature_defs = signature_defs(path)
         self.ready = True
         return self.ready
+
+    def status(self) -> dict:
+        """TF Serving's GetModelStatusResponse as JSON: the one version served, AVAILABLE."""
+        return {"model_version_status": [{"version": str(self.version), "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+    def metadata(self) -> dict:
+        """TF Serving's GetModelMetadataResponse as JSON: the model spec and every signature's inputs and
+        outputs (dtype, shape, tensor name) as the SignatureDef protos give them."""
+        return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
+                "metadata": {"signature_def": {"signature_def": self.signature_defs}}}
 
     async def predict(self, payload, headers=None, response_headers=None) -> dict:
         # The model runs in a worker thread, so the server answers status requests meanwhile.
@@ -224,16 +245,83 @@ class SavedModelServable(kserve.Model):
             raise InvalidInput(error_message(err)) from None
 
 
+def signature_defs(path: str) -> dict:
+    """{signature name: SignatureDef as JSON} of the SavedModel in ``path`` (its ``saved_model.pb``)."""
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    defs = saved_model.meta_graphs[0].signature_def
+    return {name: json_format.MessageToDict(defs[name], preserving_proto_field_name=True)
+            for name in sorted(defs) if not name.startswith("__")}
+
+
+def add_tf_serving_routes(app: "fastapi.FastAPI", servables: dict) -> None:
+    """TF Serving's status and metadata endpoints, and predict under ``/versions/<n>``, for ``servables``
+    ({name: SavedModelServable}); added before KServe's routes, so its own status answer is never reached::
+
+        GET  /v1/models/<name>[/versions/<n>]            → GetModelStatusResponse
+        GET  /v1/models/<name>[/versions/<n>]/metadata   → GetModelMetadataResponse
+        POST /v1/models/<name>/versions/<n>:predict      → as /v1/models/<name>:predict
+    """
+    def find(name: str, version: Optional[str] = None) -> "SavedModelServable":
+        if name not in servables:
+            raise fastapi.HTTPException(404, f"Servable not found for request: Latest({name})")
+        servable = servables[name]
+        if version is not None and version != str(servable.version):
+            raise fastapi.HTTPException(404, f"Servable not found for request: Specific({name}, {version}); "
+                                             f"this server has version {servable.version}")
+        return servable
+
+    def answer(make):
+        try:
+            return make()
+        except fastapi.HTTPException as err:
+            return JSONResponse(status_code=err.status_code, content={"error": err.detail})
+
+    app.add_api_route("/v1/models/{name}/metadata", lambda name: answer(lambda: find(name).metadata()),
+                      methods=["GET"])
+    app.add_api_route("/v1/models/{name}/versions/{version}/metadata",
+                      lambda name, version: answer(lambda: find(name, version).metadata()), methods=["GET"])
+    app.add_api_route("/v1/models/{name}/versions/{version}",
+                      lambda name, version: answer(lambda: find(name, version).status()), methods=["GET"])
+    app.add_api_route("/v1/models/{name}", lambda name: answer(lambda: find(name).status()), methods=["GET"])
+
+    async def versioned_predict(name: str, version_predict: str, request: fastapi.Request):
+        version, _, verb = version_predict.partition(":")
+        if verb != "predict":
+            return JSONResponse(status_code=404, content={"error": f"unknown verb {verb!r}; use :predict"})
+        try:
+            servable = find(name, version)
+        except fastapi.HTTPException as err:
+            return JSONResponse(status_code=err.status_code, content={"error": err.detail})
+        try:
+            return await servable.predict(await request.body())
+        except InvalidInput as err:
+            return JSONResponse(status_code=400, content={"error": str(err)})
+
+    app.add_api_route("/v1/models/{name}/versions/{version_predict}", versioned_predict, methods=["POST"])
+
+
 class LocalModelServer(kserve.ModelServer):
-    """KServe's ModelServer (REST only) listening on ``host``; KServe itself listens on every interface."""
+    """KServe's ModelServer (REST only) listening on ``host``; KServe itself listens on every interface.
+
+    TF Serving's status and metadata endpoints are added to KServe's REST application
+    (:func:`add_tf_serving_routes`)."""
 
     def __init__(self, host: str, port: int):
         super().__init__(http_port=port, enable_grpc=False, workers=1)
         self.host = host
+        self.servables = {}
+
+    def start(self, models) -> None:
+        self.servables = {model.name: model for model in models}
+        super().start(models)
 
     def setup_event_loop(self):
-        # start() has created the REST server but not yet bound its socket: this is the last moment.
+        # start() has created the REST server but not yet bound its socket (nor registered KServe's
+        # routes): this is the last moment to choose the host and to put our routes first.
         self._rest_server.config.host = self.host
+        add_tf_serving_routes(kserve_app, self.servables)
         super().setup_event_loop()
 
 
