@@ -255,3 +255,35 @@ def _call(function, inputs):
     specs = function.structured_input_signature[1]
     return {key: value.numpy() for key, value in
             function(**{key: tf.constant(value, specs[key].dtype) for key, value in inputs.items()}).items()}
+
+
+def _run_request(loaded_model, request) -> dict:
+    """A PredictRequest run as TF Serving runs it: its TensorProtos to tensors, into the named signature."""
+    function = loaded_model.signatures[request.model_spec.signature_name or "serving_default"]
+    inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
+    return {key: value.numpy() for key, value in function(**inputs).items()}
+
+
+def test_warmup_records_and_client_predict_requests_match_the_signatures(exported, loaded):
+    """TF Serving's own protos (tensorflow-serving-api): the export's warm-up PredictionLogs, and requests
+    built as a gRPC client builds them from the signatures' specs, are accepted by the SavedModel."""
+    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    predict_pb2 = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+    for name, model in loaded.items():
+        path = os.path.join(exported[name].path, "assets.extra", "tf_serving_warmup_requests")
+        logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+                for record in tf.data.TFRecordDataset(path)]
+        requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request for log in logs}
+        assert sorted(requests) == sorted(set(model.signatures) - {"metadata"})
+        for request in requests.values():
+            outputs = _run_request(model, request)
+            assert all(np.all(np.isfinite(value)) for value in outputs.values() if value.dtype.kind == "f")
+        for signature, inputs in calls(exported[name]).items():
+            specs = model.signatures[signature].structured_input_signature[1]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = name, signature
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=specs[key].dtype))
+            direct = _call(model.signatures[signature], inputs)
+            for key, value in _run_request(model, request).items():
+                np.testing.assert_array_equal(value, direct[key])

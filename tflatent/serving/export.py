@@ -2,7 +2,8 @@
 
 Writes the next integer version ``<out>/<version>/`` of a SavedModel (never touching an earlier one)
 with the signatures ``serving_default`` (sampling), ``log_likelihood``, ``encode`` (flow models) and
-``metadata``, and the assets ``metadata.json`` and ``config.yaml``, so that serving needs neither
+``metadata``, the assets ``metadata.json`` and ``config.yaml``, and TF Serving's warm-up records
+(:mod:`tflatent.serving.warmup`), so that serving needs neither
 tflatent nor the data. The signatures' inputs and outputs (dtypes, shapes), the input checks, the
 options, REST examples and how to serve the folder with TF Serving or ``python -m tflatent.serve`` are
 in ``docs/serving.md``.
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from tflatent import cli
 from tflatent import config as config_lib
+from tflatent.serving import warmup
 from tflatent.data.sources import MIN_PITCH, NUM_PITCHES
 from tflatent.data.vocabulary import PAD_ID, UNK_ID
 
@@ -226,6 +228,7 @@ def export(model: keras.Model, config: config_lib.Config, out_dir: str, num_samp
                 f.write(config.to_yaml())
             module = ServingModule(model, config, metadata_path, config_path, num_samples, chunk)
             tf.saved_model.save(module, staging, signatures=module.signatures())
+            warmup.write(staging, os.path.basename(os.path.normpath(out_dir)), module.signatures(), model.max_time)
         final = os.path.join(out_dir, str(version))
         os.rename(staging, final)  # fails rather than replace a version another export wrote meanwhile
     except BaseException:
