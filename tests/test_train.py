@@ -205,3 +205,23 @@ def test_a_run_that_fails_before_training_does_not_block_the_corrected_command(t
     assert not (run / "config.yaml").exists()
     standin_model.install(monkeypatch)
     assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"]) == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pitch"])
+def test_a_damaged_data_file_is_one_line_naming_it_and_exit_2(tmp_path, data_dir, capsys, damage):
+    source = tmp_path / "data"
+    source.mkdir()
+    if damage == "truncated":
+        (source / "JSB_Chorales.mat").write_bytes((data_dir / "music" / "JSB_Chorales.mat").read_bytes()[:4000])
+        expected = "JSB_Chorales.mat cannot be read as a MATLAB .mat file"
+    else:
+        import pickle
+        with open(source / "jsb_chorales.pkl", "wb") as f:
+            pickle.dump({"train": [[(60, 130)]], "valid": [[(60,)]], "test": [[(60,)]]}, f)
+        expected = "has pitch 130"
+    code = train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "run"), "--set", f"data.data_dir={source}",
+                       "--set", f"data.tfds_dir={tmp_path / 'tfds'}", "--set", "train.verbose=0"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and expected in errors[0], err[-3000:]
+    assert "Traceback" not in err and not (tmp_path / "run" / "config.yaml").exists()
