@@ -26,7 +26,7 @@ import keras
 from keras.src.saving import saving_lib  # H5IOStore and _save_state: the body of Model.save_weights
 
 from tflatent import atomic_files
-from tflatent.errors import CheckpointError
+from tflatent.errors import CheckpointError, DiskError
 from tflatent.json_files import read_json, write_json
 
 
@@ -118,8 +118,15 @@ class Generations:
         return sorted((int(m.group(1)) for m in names if m), reverse=True)
 
     def save(self, model: keras.Model, epoch: int, record: dict) -> dict:
-        """Saves generation ``epoch``, then removes those beyond the newest ``keep``."""
-        written = save(model, self.path(epoch), {**record, "epoch": epoch})
+        """Saves generation ``epoch``, then removes those beyond the newest ``keep``.
+
+        A write that fails (DiskError) takes the generation's file with it when its record is missing."""
+        try:
+            written = save(model, self.path(epoch), {**record, "epoch": epoch})
+        except DiskError:
+            if read_record(self.path(epoch)) is None and os.path.exists(self.path(epoch)):
+                os.remove(self.path(epoch))
+            raise
         for old in self.epochs()[self.keep:]:
             for name in (self.path(old), record_path(self.path(old))):
                 if os.path.exists(name):
