@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data folder (found as the builders find it), and data sets prepared once per session."""
+"""Shared fixtures: the real data folder (found as the builders find it), data sets prepared once."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def data_places() -> list[tuple[str, Path | None]]:
     env = os.environ.get("TFLATENT_DATA_DIR")
     tfds_root = Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
     return [("$TFLATENT_DATA_DIR", Path(env).expanduser() if env else None),
-            ("shared/data beside the checkout", Path(__file__).resolve().parents[1].parent / "shared" / "data"),
+            ("shared/data beside the checkout",
+             Path(__file__).resolve().parents[1].parent / "shared" / "data"),
             ("the TFDS manual folder", tfds_root / "downloads" / "manual")]
 
 
@@ -35,7 +36,8 @@ def data_dir() -> Path:
             return path
         tried.append(f"{description} ({path}): lacks {', '.join(missing)}")
     pytest.fail("the real data files were not found. Tried: " + "; ".join(tried) + ". Set TFLATENT_DATA_DIR "
-                "to a folder holding ptb/ptb.{train,valid,test}.txt and music/ (JSB_Chorales.mat, Nottingham.mat, "
+                "to a folder holding ptb/ptb.{train,valid,test}.txt and music/ (JSB_Chorales.mat, "
+                "Nottingham.mat, "
                 "jsb-chorales-quarter.pkl); the sources are listed in the README", pytrace=False)
 
 

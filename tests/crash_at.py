@@ -1,7 +1,8 @@
-"""``python tests/crash_at.py EVENT SUFFIX N standin_model.py-ARGS...``: a real crash at a chosen file operation.
+"""``python tests/crash_at.py EVENT SUFFIX N standin_model.py-ARGS...``: a crash at a chosen file operation.
 
 Runs ``tests/standin_model.py`` with an audit hook (:func:`sys.addaudithook`) that SIGKILLs the process
-when Python is about to perform ``EVENT`` for the ``N``-th time (``open`` for writing, or ``os.rename``, also raised by ``os.replace``) on
+when Python is about to perform ``EVENT`` for the ``N``-th time (``open`` for writing, or ``os.rename``,
+also raised by ``os.replace``) on
 a path ending in ``SUFFIX``: the operation never happens, as when a machine dies at that instant. No
 code of the package is changed or replaced.
 """

@@ -187,7 +187,8 @@ def test_overrides_set_any_field_and_bad_ones_are_clear():
 
 def test_exponent_numbers_without_a_dot_or_sign_are_numbers_in_files_and_overrides(tmp_path):
     """YAML 1.1 (PyYAML) reads 1e-3 and 1e6 as text; users write them, so they are numbers here."""
-    path = write(tmp_path, "c.yaml", "extends: " + os.path.abspath(os.path.join(CONFIGS, "ptb_af_af_small.yaml"))
+    parent = os.path.abspath(os.path.join(CONFIGS, "ptb_af_af_small.yaml"))
+    path = write(tmp_path, "c.yaml", "extends: " + parent
                  + "\ntrain:\n  learning_rate: 1e-3\n  clip_norm: 1.0e6\n  steps_per_epoch: 1e2\n")
     config = config_lib.load(path, ["train.kl_floor=1e-4"])
     assert (config.train.learning_rate, config.train.clip_norm, config.train.kl_floor) == (1e-3, 1e6, 1e-4)

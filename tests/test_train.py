@@ -123,12 +123,13 @@ FAULT_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def standin_command(run, epochs, script="standin_model.py", *before):
-    return [sys.executable, os.path.join(TESTS, script), *before, "train", "--config", CONFIG, "--run-dir", str(run),
+    return [sys.executable, os.path.join(TESTS, script), *before, "train", "--config", CONFIG,
+            "--run-dir", str(run),
             "--set", f"train.epochs={epochs}", "--set", "train.nll_every=1", "--set", "train.verbose=0"]
 
 
 def assert_whole_and_resumable(run, monkeypatch, epochs):
-    """The same command finishes the run: every epoch's row once, a whole best checkpoint evaluate can read."""
+    """The same command finishes the run: each epoch's row once, a whole best checkpoint evaluate reads."""
     standin_model.install(monkeypatch)
     assert train.main(["--config", CONFIG, "--run-dir", str(run), "--set", f"train.epochs={epochs}",
                        "--set", "train.nll_every=1", "--set", "train.verbose=0"]) == 0
@@ -142,9 +143,10 @@ def assert_whole_and_resumable(run, monkeypatch, epochs):
 @pytest.mark.slow
 @pytest.mark.parametrize("event, suffix, count", [
     ("os.rename", os.path.join("backup", "epoch-0002.weights.h5"), 1),  # after epoch 2's row and best
-    ("open", os.path.join("checkpoints", ".best.weights.h5.json.tmp"), 2),  # epoch 2's best renamed, no record
+    ("open", os.path.join("checkpoints", ".best.weights.h5.json.tmp"), 2),  # epoch 2's best, no record
 ])
-def test_a_kill_at_a_checkpoint_write_loses_at_most_the_epoch_in_progress(tmp_path, monkeypatch, capsys, event,
+def test_a_kill_at_a_checkpoint_write_loses_at_most_the_epoch_in_progress(tmp_path, monkeypatch, capsys,
+                                                                          event,
                                                                           suffix, count):
     run = tmp_path / "run"
     killed = subprocess.run(standin_command(run, 3, "crash_at.py", event, suffix, str(count)), cwd=REPO,
@@ -158,7 +160,8 @@ def test_a_kill_at_a_checkpoint_write_loses_at_most_the_epoch_in_progress(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_full_disk_stops_with_one_line_keeps_the_last_backup_and_the_same_command_resumes(tmp_path, monkeypatch):
+def test_a_full_disk_stops_with_one_line_keeps_the_last_backup_and_the_same_command_resumes(tmp_path,
+                                                                                            monkeypatch):
     """A real write failure: a file-size limit (RLIMIT_FSIZE) below the checkpoint's size makes the
     checkpoint writes of epoch 3 fail with EFBIG, as a full disk fails them with ENOSPC."""
     run = tmp_path / "run"
@@ -177,7 +180,8 @@ def test_a_full_disk_stops_with_one_line_keeps_the_last_backup_and_the_same_comm
     assert full.returncode == 2 and len(lines) == 1, full.stderr[-3000:]
     assert "cannot write" in lines[0] and "File too large" in lines[0] and "needed" in lines[0]
     assert "Traceback" not in full.stderr
-    assert RunDir(str(run)).completed_epochs() == 2 and checkpoint_files.problem(RunDir(str(run)).best_path) is None
+    assert RunDir(str(run)).completed_epochs() == 2
+    assert checkpoint_files.problem(RunDir(str(run)).best_path) is None
     assert not [name for name in os.listdir(run / "backup") if name.endswith(".tmp")]
     assert_whole_and_resumable(run, monkeypatch, 4)
 
@@ -201,7 +205,8 @@ def test_a_run_that_fails_before_training_does_not_block_the_corrected_command(t
 
     import tflatent.data
     monkeypatch.setattr(tflatent.data, "load_dataset", failing_load)
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "model.hidden_size=64"]) == 2
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST
+                      + ["--set", "model.hidden_size=64"]) == 2
     assert not (run / "config.yaml").exists()
     standin_model.install(monkeypatch)
     assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"]) == 0
@@ -212,14 +217,16 @@ def test_a_damaged_data_file_is_one_line_naming_it_and_exit_2(tmp_path, data_dir
     source = tmp_path / "data"
     source.mkdir()
     if damage == "truncated":
-        (source / "JSB_Chorales.mat").write_bytes((data_dir / "music" / "JSB_Chorales.mat").read_bytes()[:4000])
+        original = (data_dir / "music" / "JSB_Chorales.mat").read_bytes()
+        (source / "JSB_Chorales.mat").write_bytes(original[:4000])
         expected = "JSB_Chorales.mat cannot be read as a MATLAB .mat file"
     else:
         import pickle
         with open(source / "jsb_chorales.pkl", "wb") as f:
             pickle.dump({"train": [[(60, 130)]], "valid": [[(60,)]], "test": [[(60,)]]}, f)
         expected = "has pitch 130"
-    code = train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "run"), "--set", f"data.data_dir={source}",
+    code = train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "run"),
+                       "--set", f"data.data_dir={source}",
                        "--set", f"data.tfds_dir={tmp_path / 'tfds'}", "--set", "train.verbose=0"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]

@@ -20,7 +20,8 @@ as it is. ``train`` settings may change between sessions and take effect (a chan
 Every file is written whole or not at all, so a kill or a full disk loses at most the epoch in
 progress: the error is one line naming the file and the space needed, and the same command
 continues once space is freed. Expected faults (config, data, checkpoint, run directory, disk) are
-one line on stderr with exit status 2. ``--resume`` applies only to a run directory without a backup; the schedules continue from
+one line on stderr with exit status 2. ``--resume`` applies only to a run directory without a backup;
+the schedules continue from
 the checkpoint's epoch (the reference's ``--load_dir`` also turned the LR schedule on at once).
 With ``train.reset_optimizer_on_resume`` the optimizer's moments are zeroed after loading, as the
 reference's re-created optimizer had none.

@@ -90,7 +90,8 @@ def test_an_empty_split_is_an_error_naming_the_file_and_the_split(data_dir, tmp_
     data = scipy.io.loadmat(data_dir / "music" / "JSB_Chorales.mat")
     data["validdata"] = data["validdata"][:, :0]
     scipy.io.savemat(source / "JSB_Chorales.mat", {k: data[k] for k in sources.MAT_VARIABLES.values()})
-    builder = PolyphonicMusic(config="jsb_chorales", data_dir=tmp_path / "tfds", source_dir=source, download=False)
+    builder = PolyphonicMusic(config="jsb_chorales", data_dir=tmp_path / "tfds", source_dir=source,
+                              download=False)
     with pytest.raises(DataError, match=r"JSB_Chorales.mat: the valid split has no sequences"):
         builder.download_and_prepare()
 

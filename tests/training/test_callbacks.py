@@ -173,7 +173,8 @@ def test_best_checkpoint_saves_improvements_only_and_survives_a_restart(tmp_path
     first.on_epoch_end(0, {"val_loss": 2.0})
     first.on_epoch_end(1, {"loss": 1.0})  # no val_loss: skipped
     first.on_epoch_end(2, {"val_loss": 3.0})
-    assert checkpoint_files.read_record(path)["epoch"] == 1 and checkpoint_files.read_record(path)["value"] == 2.0
+    record = checkpoint_files.read_record(path)
+    assert record["epoch"] == 1 and record["value"] == 2.0
     model.scale.assign(7.0)
     second = cb.BestCheckpoint(path)  # a resumed session: the record's best is the threshold
     second.set_model(model)

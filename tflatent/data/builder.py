@@ -86,7 +86,8 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         except sources.DataError as err:
             shutil.rmtree(self.data_path, ignore_errors=True)
             os.replace(kept, self.data_path)
-            raise sources.DataFormatError(f"{changed} changed since {self.data_path} was prepared and cannot be "
+            raise sources.DataFormatError(f"{changed} changed since {self.data_path} was prepared and cannot "
+                                          "be "
                                           f"prepared again ({err}); the prepared copy is kept: restore the "
                                           "file, or point data.data_dir elsewhere") from err
         shutil.rmtree(kept, ignore_errors=True)
@@ -96,7 +97,8 @@ class SourceFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
         """The source files whose fingerprints differ from those recorded at preparation."""
         recorded = self.info.metadata.get("sources") or {}
         try:
-            current = sources.fingerprint(self._locate(self._source_manual_dir, self._source_download_dir, False))
+            current = sources.fingerprint(
+                self._locate(self._source_manual_dir, self._source_download_dir, False))
         except sources.DataNotFoundError:
             return "the source files"
         names = [name for name, digest in current.items() if recorded.get(name) != digest]

@@ -191,7 +191,8 @@ def load_dataset(config: DataConfig, seed: int = 0) -> DataBundle:
             raise DataError(f"data.max_time = {max_time} is shorter than the longest {split} sequence "
                             f"({split_longest}); raise it to {split_longest} or more, or leave it null")
         if split_longest > max_time:
-            raise DataError(f"the longest {split} sequence ({split_longest}) is longer than max_time = {max_time} "
+            raise DataError(f"the longest {split} sequence ({split_longest}) is longer than max_time = "
+                            f"{max_time} "
                             f"derived from train and valid; set data.max_time to {split_longest} or more")
     logger.info("%s: %s; max_time %d", builder.info.full_name, ", ".join(
         f"{split} {int(rows.nrows())} of {int(full[split].nrows())} loaded ({dropped[split]} dropped by "

@@ -228,7 +228,8 @@ def export(model: keras.Model, config: config_lib.Config, out_dir: str, num_samp
                 f.write(config.to_yaml())
             module = ServingModule(model, config, metadata_path, config_path, num_samples, chunk)
             tf.saved_model.save(module, staging, signatures=module.signatures())
-            warmup.write(staging, os.path.basename(os.path.normpath(out_dir)), module.signatures(), model.max_time)
+            warmup.write(staging, os.path.basename(os.path.normpath(out_dir)), module.signatures(),
+                         model.max_time)
         final = os.path.join(out_dir, str(version))
         os.rename(staging, final)  # fails rather than replace a version another export wrote meanwhile
     except BaseException:

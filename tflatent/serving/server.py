@@ -235,8 +235,9 @@ class SavedModelServable(kserve.Model):
             name, inputs, rows = parse_request(payload, self.signatures)
             positions = request_positions(inputs)
             if positions > self.max_positions:
-                raise RequestError(f"the request holds {positions:,} sequence positions (sequences x steps); this "
-                                   f"server answers at most {self.max_positions:,} per request (--max-positions): "
+                raise RequestError(f"the request holds {positions:,} sequence positions (sequences x steps); "
+                                   f"this server answers at most {self.max_positions:,} per request "
+                                   "(--max-positions): "
                                    "split it into smaller requests")
             return format_response(self.signatures[name](**inputs), rows)
         except RequestError as err:

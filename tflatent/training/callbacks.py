@@ -4,7 +4,8 @@
 * :class:`PlateauLRDecay` divides the learning rate by 4 when the validation loss stops improving,
   once annealing is done, and resets the optimizer as the reference's rebuild does.
 * :class:`ImportanceSampledNLL` puts the importance-sampled validation NLL into the epoch logs.
-* :class:`EpochLog` writes the CSV history: one row per epoch exactly once, stable columns, occasional metrics.
+* :class:`EpochLog` writes the CSV history: one row per epoch exactly once, stable columns, occasional
+  metrics.
 * :class:`BestCheckpoint` keeps the weights of the best epoch by a logged metric, with a JSON record.
 * :class:`RunBackup` backs up and restores the training state, stateful callbacks included, crash-safely.
 * :class:`StopOnNonFinite` stops at the first non-finite training loss with a message saying what to do.
@@ -281,7 +282,8 @@ class RunBackup(keras.callbacks.Callback):
     are kept after training ends, so re-running a finished run trains no further.
     """
 
-    def __init__(self, backup_dir: str, stateful: Optional[dict] = None, learning_rate: Optional[float] = None):
+    def __init__(self, backup_dir: str, stateful: Optional[dict] = None,
+                 learning_rate: Optional[float] = None):
         super().__init__()
         self.backup_dir = backup_dir
         self.generations = checkpoint_files.Generations(backup_dir)

@@ -34,13 +34,14 @@ def weights_bytes(model: keras.Model) -> bytes:
     """The bytes ``model.save_weights`` would write to a ``*.weights.h5`` file, made in memory."""
     buffer = io.BytesIO()
     store = saving_lib.H5IOStore(buffer, mode="w")
-    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
     store.close()
     return buffer.getvalue()
 
 
 def save(model: keras.Model, path: str, record: dict) -> dict:
-    """Writes the weights of ``model`` to ``path``, then ``record`` with the file's size and SHA-256 beside it.
+    """Writes the weights of ``model`` to ``path``, then ``record`` with the file's size and SHA-256.
 
     Returns the record written. Raises :class:`tflatent.errors.DiskError` (keeping the previous files)
     when either cannot be written.
@@ -114,7 +115,8 @@ class Generations:
 
     def epochs(self) -> list[int]:
         """Epochs with a checkpoint file, newest first (whether or not it is whole)."""
-        names = (self.PATTERN.search(p) for p in glob.glob(os.path.join(self.directory, "epoch-*.weights.h5")))
+        files = glob.glob(os.path.join(self.directory, "epoch-*.weights.h5"))
+        names = (self.PATTERN.search(p) for p in files)
         return sorted((int(m.group(1)) for m in names if m), reverse=True)
 
     def save(self, model: keras.Model, epoch: int, record: dict) -> dict:
@@ -141,7 +143,8 @@ class Generations:
             if found is None:
                 return path, read_record(path)
             if warn:
-                print(f"warning: skipping a damaged checkpoint: {found}; using the one before it", file=sys.stderr)
+                print(f"warning: skipping a damaged checkpoint: {found}; using the one before it",
+                      file=sys.stderr)
         return None
 
 

@@ -105,7 +105,7 @@ class RunDir:
         return RunBackup.completed_epochs(self.backup_dir)
 
     def best_checkpoint(self) -> Optional[str]:
-        """The best checkpoint, or None when there is none or it does not match its record (with a warning)."""
+        """The best checkpoint, or None when there is none or it does not match its record (warned)."""
         if not os.path.exists(self.best_path):
             return None
         found = checkpoint_files.problem(self.best_path)
