@@ -130,14 +130,13 @@ def standin_command(run, epochs, script="standin_model.py", *before):
 
 def assert_whole_and_resumable(run, monkeypatch, epochs):
     """The same command finishes the run: each epoch's row once, a whole best checkpoint evaluate reads."""
-    standin_model.install(monkeypatch)
     assert train.main(["--config", CONFIG, "--run-dir", str(run), "--set", f"train.epochs={epochs}",
-                       "--set", "train.nll_every=1", "--set", "train.verbose=0"]) == 0
+                       "--set", "train.nll_every=1", "--set", "train.verbose=0"], **PARTS) == 0
     assert [int(row["epoch"]) for row in history(run)] == list(range(epochs))
     assert json.loads((run / "summary.json").read_text())["epochs_completed"] == epochs
     best = RunDir(str(run)).best_path
     assert checkpoint_files.problem(best) is None
-    assert evaluate.main(["--run", str(run), "--samples", "2"]) == 0
+    assert evaluate.main(["--run", str(run), "--samples", "2"], **PARTS) == 0
 
 
 @pytest.mark.slow
@@ -165,9 +164,8 @@ def test_a_full_disk_stops_with_one_line_keeps_the_last_backup_and_the_same_comm
     """A real write failure: a file-size limit (RLIMIT_FSIZE) below the checkpoint's size makes the
     checkpoint writes of epoch 3 fail with EFBIG, as a full disk fails them with ENOSPC."""
     run = tmp_path / "run"
-    standin_model.install(monkeypatch)
     assert train.main(["--config", CONFIG, "--run-dir", str(run), "--set", "train.epochs=2",
-                       "--set", "train.nll_every=1", "--set", "train.verbose=0"]) == 0
+                       "--set", "train.nll_every=1", "--set", "train.verbose=0"], **PARTS) == 0
     size = os.path.getsize(RunDir(str(run)).best_path)
     assert size > 8192  # the stand-in's checkpoint; history rows and TensorBoard files stay below the limit
 
@@ -187,29 +185,26 @@ def test_a_full_disk_stops_with_one_line_keeps_the_last_backup_and_the_same_comm
 
 
 def test_a_changed_learning_rate_takes_effect_on_resume(tmp_path, monkeypatch, capsys):
-    standin_model.install(monkeypatch)
     run = tmp_path / "run"
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"]) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"],
+                      **PARTS) == 0
     assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST
-                      + ["--set", "train.epochs=2", "--set", "train.learning_rate=2.5e-4"]) == 0
+                      + ["--set", "train.epochs=2", "--set", "train.learning_rate=2.5e-4"], **PARTS) == 0
     assert "train.learning_rate changed from 0.001 to 0.00025" in capsys.readouterr().out
     assert [float(row["lr"]) for row in history(run)] == pytest.approx([1e-3, 2.5e-4])
 
 
 def test_a_run_that_fails_before_training_does_not_block_the_corrected_command(tmp_path, monkeypatch, capsys):
-    standin_model.install(monkeypatch, bundle_kwargs={})
     run = tmp_path / "run"
 
     def failing_load(config, seed=0):
         raise FileNotFoundError("no data here")
 
-    import tflatent.data
-    monkeypatch.setattr(tflatent.data, "load_dataset", failing_load)
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST
-                      + ["--set", "model.hidden_size=64"]) == 2
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "model.hidden_size=64"],
+                      **{**PARTS, "load_dataset": failing_load}) == 2
     assert not (run / "config.yaml").exists()
-    standin_model.install(monkeypatch)
-    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"]) == 0
+    assert train.main(["--config", CONFIG, "--run-dir", str(run)] + FAST + ["--set", "train.epochs=1"],
+                      **PARTS) == 0
 
 
 @pytest.mark.parametrize("damage", ["truncated", "pitch"])
