@@ -193,6 +193,19 @@ def test_compiles_under_xla_with_the_same_values_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_compiled_inference_loops_give_the_graph_loops_values(bidirectional):
+    layer = stack(bidirectional=bidirectional, context=2)
+    x, context, mask = inputs(2, B, T, F), inputs(B, T, 2, seed=1), tf.sequence_mask(LENGTHS, T)
+    state = None if bidirectional else [(inputs(2 * B, H, seed=i), inputs(2 * B, H, seed=i + 9)) for i in (3, 4)]
+
+    def run(compiled):
+        return tf.function(lambda: layer(x, mask=mask, context=context, initial_state=state, compiled=compiled))()
+
+    for a, b in zip(tf.nest.flatten(run(True)), tf.nest.flatten(run(False))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="init='torch'"):
         LSTMStack(H, init="torch")

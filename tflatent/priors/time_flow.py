@@ -104,12 +104,13 @@ class TimeFlowPrior(keras.layers.Layer):
         out = tf.tile(out, [num_samples, 1, 1, 1])  # [S·N, layers, U, 2]
         return [(out[:, i, :, 0], out[:, i, :, 1]) for i in range(self.rnn_layers)]
 
-    def _parallel_context(self, y, lengths, training):
-        """h̃_t for all t from y_<t in one LSTM pass: [S, N, T, U]."""
+    def _parallel_context(self, y, lengths, training, compiled=False):
+        """h̃_t for all t from y_<t in one LSTM pass: [S, N, T, U] (``compiled``: see ``LSTMStack.call``)."""
         num_samples = tf.shape(y)[0]
         states = self._initial_states(lengths, num_samples)
         pos_next = self.position(lengths, num_steps=tf.shape(y)[2], shift=1)  # [N, T, F]
-        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training)  # [S, N, T, U]
+        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training,
+                           compiled=compiled)  # [S, N, T, U]
         first = tf.reshape(states[-1][0], tf.stack([num_samples, -1, 1, self.rnn_units]))  # h̃_0
         context = tf.concat([first, outputs[..., :-1, :]], axis=-2)
         return self.drop(context, training=training)
@@ -147,11 +148,11 @@ class TimeFlowPrior(keras.layers.Layer):
         ys = tf.transpose(ys.stack(), [1, 0, 2])  # [S·N, T, H]
         return tf.reshape(ys, shape), tf.reshape(tf.transpose(log_probs.stack()), shape[:3])
 
-    def _context(self, y, lengths, training):
+    def _context(self, y, lengths, training, compiled=False):
         """The contexts for all steps when they can be computed in parallel: [S, N, T, ·] or [N, T, F]."""
         if self.time_flow == "none":
             return self.position(lengths, num_steps=tf.shape(y)[2])
-        return self._parallel_context(y, lengths, training)
+        return self._parallel_context(y, lengths, training, compiled=compiled)
 
     # ------------------------------------------------------------------ the two directions
     def log_prob(self, z, lengths, training=False):
@@ -171,7 +172,11 @@ class TimeFlowPrior(keras.layers.Layer):
         return drop_sample_axis(log_prob * _mask(lengths, tf.shape(z)[2], z.dtype))
 
     def sample_from_noise(self, eps, lengths):
-        """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] (or [S, N, T, H]) → (z, [N, T])."""
+        """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] (or [S, N, T, H]) → (z, [N, T]).
+
+        Sampling only (no gradient through the IAF's LSTM: its loops run as XLA executables,
+        ``LSTMStack.call``'s ``compiled``).
+        """
         eps, drop_sample_axis = _with_sample_axis(eps)
         if self.time_flow == "af":
             def step(eps_t, context):
@@ -179,7 +184,7 @@ class TimeFlowPrior(keras.layers.Layer):
                 return z_t, standard_normal_log_prob(eps_t) - log_det
             z, log_prob = self._sequential(step, eps, lengths, training=False)
         else:
-            z, log_det = self.flow.forward(eps, self._context(eps, lengths, training=False))
+            z, log_det = self.flow.forward(eps, self._context(eps, lengths, training=False, compiled=True))
             log_prob = standard_normal_log_prob(eps) - log_det
         mask = _mask(lengths, tf.shape(eps)[2], eps.dtype)
         return drop_sample_axis(z * mask[..., None]), drop_sample_axis(log_prob * mask)
