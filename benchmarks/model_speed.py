@@ -1,11 +1,13 @@
-"""Speed and memory of the models beside the authors' PyTorch code on the same kind of CPU.
+"""Speed and memory of the models, side by side with the authors' PyTorch code on this machine.
 
-    python benchmarks/model_speed.py [--only train,nll,generate] [--match NAME] [--quick]
-                                     [--reps 5] [--warmups 2] [--slow-reps 3] [--slow-warmups 1]
-                                     [--gen-lengths 16 64 256] [--set section.key=value ...]
+    python benchmarks/model_speed.py [--only train,nll,generate] [--match NAME] [--cases equal57,T256,...]
+                                     [--quick] [--reps 5] [--warmups 2] [--slow-reps 3] [--slow-warmups 1]
+                                     [--epoch-reps 1] [--epoch-warmups 1] [--gen-lengths 16 64 256]
+                                     [--gen-lengths-af-af T ...] [--set section.key=value ...]
+                                     [--against-reference [--reference-dir DIR] [--reference-python PY]]
                                      [--in-process] [--output FILE] [--data-dir DIR] [--tfds-dir DIR]
 
-Every configuration of ``../shared/reference/textflow-cpu-figures.md``, on the same batches and sizes:
+The configurations of the authors' CPU figures, on the same batches and sizes:
 
 * ``train``: one training step (forward, backward, optimizer update) compiled as ``Model.fit`` compiles
   it (``model.compile`` with the config's optimizer and ``train.jit_compile``, then Keras's
@@ -20,22 +22,29 @@ Every configuration of ``../shared/reference/textflow-cpu-figures.md``, on the s
 Batches: "equal" = the first B training sequences of exactly that length (source order);
 "bucketed" = the first batch of the seed-0 training epoch (the reference's bucketing) with unequal
 lengths whose mean is nearest the target; "longest" = the B longest training sequences; "epoch" = all
-batches of the seed-0 epoch.
+batches of the seed-0 epoch. Case names: ``<section>/<job>/<batch><length>`` (``--cases`` takes the
+last part).
 
 Timing: the median of ``--reps`` calls after ``--warmups`` (the first warm-up includes tracing and any
 XLA compilation; its time is reported as ``first_call_seconds``). The paper-size PTB training and NLL
-rows use ``--slow-reps``/``--slow-warmups`` (3 after 1 by default) to keep a full run within ~20 min on
-an idle 2-core machine; each result states its counts. ``seconds`` is wall time, ``cpu_seconds`` the
+rows use ``--slow-reps``/``--slow-warmups`` (3 after 1 by default), the JSB epoch ``--epoch-reps`` /
+``--epoch-warmups``; each result states its counts. ``seconds`` is wall time, ``cpu_seconds`` the
 process CPU time of the same calls (on a loaded machine wall time grows, CPU time much less).
 
-Memory: each job (one model) runs in its own Python process, and ``peak_rss_gb`` is that process's peak
-resident set size (TF runtime, data, model, warm-ups and timed calls), as the reference measured it;
-generation rows share one process per model, so they report its peak over all T. With
-``--in-process`` (implied by ``--quick``) every job runs in this process and ``peak_rss_gb`` is this
-process's running peak (``peak_rss_scope`` says which).
+Side by side (``--against-reference``): before each of our jobs, the same job of the authors' code runs
+through the harness in ``--reference-dir`` (default ``../shared/bench/textflow`` beside the checkout: a
+``bench.py`` taking ``--job NAME`` and the timing options above, printing one JSON list of results named
+as ours), with ``--reference-python`` (default ``$TEXTFLOW_VENV/bin/python``, else
+``$TMPDIR/textflow-venv/bin/python``); never both at once. Each of our results then carries the
+reference's figures for the same case (``reference``: seconds, min, max, cpu_seconds, peak RSS, load
+average before), ``speedup`` = reference s / ours (> 1: we are faster) and ``rss_ratio`` = ours /
+reference. ``benchmarks/speed_table.py`` turns the JSON into the tables of ``benchmarks/README.md``.
 
-Ratios against the reference: ``time_ratio`` = ours / reference (< 1: faster), ``speedup`` = reference /
-ours, ``throughput_ratio`` = our throughput / the reference's, ``rss_ratio`` = ours / reference.
+Memory: each job (one model) runs in its own Python process, and ``peak_rss_gb`` is that process's peak
+resident set size (TF runtime, data, model, warm-ups and timed calls); generation rows share one process
+per model, so they report its peak over all T. With ``--in-process`` (implied by ``--quick``) every job
+runs in this process and ``peak_rss_gb`` is this process's running peak (``peak_rss_scope`` says which).
+
 The load average before and after each job is recorded: other processes sharing the CPU slow the
 wall-clock figures down. ``--quick`` runs a few jobs, the first case of each, with tiny models, sequences of
 about 20 steps and one timed call (a smoke test of the script, not a measurement).
@@ -77,24 +86,20 @@ QUICK_NLL_SAMPLES, QUICK_NLL_CHUNK = 4, 2
 QUICK_GEN_LENGTHS = (4,)
 NLL_SAMPLES = 30
 
-# Generation at batch 1, paper-size PTB models, seconds (textflow-cpu-figures.md).
-GENERATION_REFERENCE = {
-    "ptb_lstm": {16: 0.132, 32: 0.247, 64: 0.428, 128: 0.895, 256: 1.85},
-    "ptb_iaf_scf": {16: 0.041, 32: 0.045, 64: 0.052, 128: 0.081, 256: 0.140},
-    "ptb_af_scf": {16: 0.230, 32: 0.376, 64: 0.886, 128: 1.54, 256: 2.80},
-    "ptb_af_af": {16: 4.6, 32: 10.1, 64: 19.3, 128: 39.4, 256: 70.7},
-}
+GENERATION_MODELS = ("ptb_lstm", "ptb_iaf_scf", "ptb_af_scf", "ptb_af_af")  # paper-size PTB configs
+AF_AF_GENERATION = "generate/ptb_af_af"  # the job --gen-lengths-af-af applies to
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One measured batch of a job: how to pick it and the reference's figures for it."""
+    """One measured batch of a job."""
 
     batch: str  # "equal", "bucketed", "longest" or "epoch"
-    length: Optional[int]  # the equal length or the bucketed mean (None for longest / epoch)
-    reference_seconds: float
-    reference_throughput: Optional[float] = None
-    reference_rss_gb: Optional[float] = None
+    length: Optional[int] = None  # the equal length or the bucketed mean (None for longest / epoch)
+
+    @property
+    def name(self) -> str:
+        return f"{self.batch}{self.length or ''}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,34 +118,30 @@ class Job:
 
 
 def jobs() -> list[Job]:
-    """Every configuration of the reference's figures, grouped by model."""
+    """Every configuration of the authors' CPU figures, grouped by model."""
     s10 = ("train.elbo_samples=10",)
+    equal100, bucketed102 = Case("equal", 100), Case("bucketed", 102)
     return [
         Job("train/jsb_af_af", "train", "jsb_chorales_af_af", "paper", batch_size=5, quick=True, cases=(
-            Case("equal", 57, 0.70, 407, 0.86), Case("bucketed", 58, 2.53, 111, 0.90),
-            Case("longest", None, 4.88, 124, 0.98), Case("epoch", None, 83.4, 166))),
-        Job("train/ptb_af_af", "train", "ptb_af_af", "paper", overrides=s10, slow=True, quick=True, cases=(
-            Case("equal", 100, 15.9, 94, 4.4), Case("bucketed", 102, 70.0, 21, 3.3),
-            Case("equal", 284, 52.9, 81, 9.0))),
-        Job("train/ptb_af_scf", "train", "ptb_af_scf", "paper", overrides=s10, slow=True, cases=(
-            Case("equal", 100, 16.1, 93, 3.4), Case("bucketed", 102, 69.0, 22, 3.2))),
-        Job("train/ptb_iaf_scf", "train", "ptb_iaf_scf", "paper", overrides=s10, slow=True, quick=True, cases=(
-            Case("equal", 100, 19.5, 77, 4.5), Case("bucketed", 102, 52.4, 29, 4.5))),
-        Job("train/ptb_af_af_reduced", "train", "ptb_af_af", "reduced", overrides=REDUCED, cases=(
-            Case("equal", 100, 0.40, 3758, 0.71), Case("bucketed", 102, 1.16, 1293, 0.57),
-            Case("equal", 284, 1.54, 2763, 0.85))),
-        Job("train/ptb_af_scf_reduced", "train", "ptb_af_scf", "reduced", overrides=REDUCED, cases=(
-            Case("equal", 100, 0.36, 4178, 0.70),)),
-        Job("train/ptb_iaf_scf_reduced", "train", "ptb_iaf_scf", "reduced", overrides=REDUCED, cases=(
-            Case("equal", 100, 1.43, 1047, 0.76), Case("equal", 284, 3.97, 1073, 1.00))),
-        Job("train/ptb_lstm", "train", "ptb_lstm", "paper", quick=True, cases=(
-            Case("equal", 100, 0.50, 3018, 0.57), Case("equal", 284, 1.50, 2843, 0.75))),
-        Job("nll/ptb_af_af_reduced", "nll", "ptb_af_af", "reduced", overrides=REDUCED, quick=True, cases=(
-            Case("equal", 100, 2.92), Case("bucketed", 102, 3.38), Case("longest", None, 10.5))),
-        Job("nll/ptb_af_af", "nll", "ptb_af_af", "paper", slow=True, cases=(
-            Case("equal", 100, 16.7), Case("bucketed", 102, 20.2))),
+            Case("equal", 57), Case("bucketed", 58), Case("longest"), Case("epoch"))),
+        Job("train/ptb_af_af", "train", "ptb_af_af", "paper", overrides=s10, slow=True, quick=True,
+            cases=(equal100, bucketed102, Case("equal", 284))),
+        Job("train/ptb_af_scf", "train", "ptb_af_scf", "paper", overrides=s10, slow=True,
+            cases=(equal100, bucketed102)),
+        Job("train/ptb_iaf_scf", "train", "ptb_iaf_scf", "paper", overrides=s10, slow=True, quick=True,
+            cases=(equal100, bucketed102)),
+        Job("train/ptb_af_af_reduced", "train", "ptb_af_af", "reduced", overrides=REDUCED,
+            cases=(equal100, bucketed102, Case("equal", 284))),
+        Job("train/ptb_af_scf_reduced", "train", "ptb_af_scf", "reduced", overrides=REDUCED,
+            cases=(equal100,)),
+        Job("train/ptb_iaf_scf_reduced", "train", "ptb_iaf_scf", "reduced", overrides=REDUCED,
+            cases=(equal100, Case("equal", 284))),
+        Job("train/ptb_lstm", "train", "ptb_lstm", "paper", quick=True, cases=(equal100, Case("equal", 284))),
+        Job("nll/ptb_af_af_reduced", "nll", "ptb_af_af", "reduced", overrides=REDUCED, quick=True,
+            cases=(equal100, bucketed102, Case("longest"))),
+        Job("nll/ptb_af_af", "nll", "ptb_af_af", "paper", slow=True, cases=(equal100, bucketed102)),
         *(Job(f"generate/{name}", "generate", name, "paper", quick=name in ("ptb_lstm", "ptb_af_af"))
-          for name in GENERATION_REFERENCE),
+          for name in GENERATION_MODELS),
     ]
 
 
@@ -213,21 +214,6 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
 
 
-def ratios(result: dict, reference_seconds, reference_throughput=None, reference_rss=None) -> dict:
-    """The reference's figures beside ours, and the ratios (None where the reference has no figure)."""
-    def ratio(ours, reference):
-        return None if reference is None else ours / reference
-
-    out = {"reference": {"seconds": reference_seconds, "throughput": reference_throughput,
-                         "peak_rss_gb": reference_rss},
-           "time_ratio": ratio(result["seconds"], reference_seconds),
-           "speedup": ratio(reference_seconds, result["seconds"]) if reference_seconds else None,
-           "rss_ratio": ratio(result["peak_rss_gb"], reference_rss)}
-    if "throughput" in result:
-        out["throughput_ratio"] = ratio(result["throughput"], reference_throughput)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- one job
 _BUNDLES = {}
 
@@ -252,22 +238,17 @@ def run_job(job: Job, args) -> list[dict]:
         _BUNDLES[key] = load_dataset(config.data, seed=0)
     bundle = _BUNDLES[key]
     model = build_model(config, bundle)
-    warmups, reps = ((1, 1) if args.quick else
-                     (args.slow_warmups, args.slow_reps) if job.slow else (args.warmups, args.reps))
     unit = "frames/s" if bundle.is_music else "chars/s"
-    cases = job.cases[:1] if args.quick else job.cases
+    cases = selected_cases(job, args)
     common = {"job": job.name, "section": job.section, "config": f"configs/{job.config}.yaml", "size": job.size,
               "overrides": list(job.overrides), "parameters": int(model.count_params()),
               "elbo_samples": config.train.elbo_samples if model.has_latent else None}
     results = []
 
-    def finish(result, *reference):
-        if args.quick:  # tiny models: the reference's figures do not apply
-            reference = (None,) * len(reference)
+    def finish(result):
         result["load_average_after"] = list(os.getloadavg())
         result["peak_rss_gb"] = peak_rss_gb()
         result["peak_rss_scope"] = "process (all of this job)" if not args.in_process else "running process peak"
-        result.update(ratios(result, *reference))
         results.append(result)
         print(f"  {result['name']}: {result['seconds']:.3f} s", file=sys.stderr, flush=True)
 
@@ -283,12 +264,12 @@ def run_job(job: Job, args) -> list[dict]:
                     float(model.train_function(iter([batch]))["loss"])
 
             load_before = list(os.getloadavg())
-            result = {**common, "name": f"{job.name}/{case.batch}{case.length or ''}", "batch": describe(batches),
+            result = {**common, "name": f"{job.name}/{case.name}", "batch": describe(batches),
                       "optimizer": config.train.optimizer, "jit_compile": config.train.jit_compile,
-                      "load_average_before": load_before, **timed(step, warmups, reps)}
+                      "load_average_before": load_before, **timed(step, *counts(job, case, args))}
             tokens = sum(int(tf.reduce_sum(lengths)) for _, lengths in batches)
             result.update(tokens=tokens, throughput=tokens / result["seconds"], unit=unit)
-            finish(result, case.reference_seconds, case.reference_throughput, case.reference_rss_gb)
+            finish(result)
     elif job.section == "nll":
         num_samples, chunk = ((QUICK_NLL_SAMPLES, QUICK_NLL_CHUNK) if args.quick
                               else (NLL_SAMPLES, config.train.nll_chunk))
@@ -300,24 +281,44 @@ def run_job(job: Job, args) -> list[dict]:
         for case in cases:
             (x, lengths), = pick_batches(bundle, case, job.batch_size, args.quick)
             load_before = list(os.getloadavg())
-            result = {**common, "name": f"{job.name}/{case.batch}{case.length or ''}", "batch": describe([(x, lengths)]),
+            result = {**common, "name": f"{job.name}/{case.name}", "batch": describe([(x, lengths)]),
                       "num_samples": num_samples, "chunk": chunk, "load_average_before": load_before,
-                      **timed(lambda: log_likelihood(x, lengths).numpy(), warmups, reps)}
-            finish(result, case.reference_seconds)
+                      **timed(lambda: log_likelihood(x, lengths).numpy(), *counts(job, case, args))}
+            finish(result)
     else:
-        for length in (QUICK_GEN_LENGTHS if args.quick else args.gen_lengths):
+        warmups, reps = counts(job, None, args)
+        for length in generation_lengths(job, args):
             seeds = iter(range(warmups + reps))
             load_before = list(os.getloadavg())
             result = {**common, "name": f"{job.name}/T{length}", "batch": f"1x{length}", "length": length,
                       "load_average_before": load_before,
                       **timed(lambda: np.asarray(model.generate(lengths=[length], seed=next(seeds))[0]),
                               warmups, reps)}
-            reference = GENERATION_REFERENCE[job.config].get(length)
-            if reference is None and not args.quick:
-                raise ValueError(f"the reference has no generation time for T = {length}; use T in "
-                                 f"{sorted(GENERATION_REFERENCE[job.config])}")
-            finish(result, reference)
+            finish(result)
     return results
+
+
+def counts(job: Job, case: Optional[Case], args) -> tuple[int, int]:
+    """(warm-ups, timed calls) of a case: as the reference harness is asked to use them too."""
+    if args.quick:
+        return 1, 1
+    if case is not None and case.batch == "epoch":
+        return args.epoch_warmups, args.epoch_reps
+    return (args.slow_warmups, args.slow_reps) if job.slow else (args.warmups, args.reps)
+
+
+def selected_cases(job: Job, args) -> tuple:
+    cases = job.cases[:1] if args.quick else job.cases
+    return tuple(case for case in cases if not args.cases or case.name in args.cases.split(","))
+
+
+def generation_lengths(job: Job, args) -> list[int]:
+    if args.quick:
+        return list(QUICK_GEN_LENGTHS)
+    lengths = args.gen_lengths
+    if job.name == AF_AF_GENERATION and args.gen_lengths_af_af:
+        lengths = args.gen_lengths_af_af
+    return [n for n in lengths if not args.cases or f"T{n}" in args.cases.split(",")]
 
 
 def run_job_in_subprocess(job: Job, argv: list[str]) -> list[dict]:
@@ -330,45 +331,135 @@ def run_job_in_subprocess(job: Job, argv: list[str]) -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------------------------------------- reference
+def fail(message: str):
+    """Bad input: one line on stderr, exit status 2."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+def reference_harness(args) -> tuple[Path, Path]:
+    """The harness's bench.py and its Python, or SystemExit(2) with one line saying what to pass."""
+    bench = Path(args.reference_dir) / "bench.py"
+    if not bench.is_file():
+        fail(f"model_speed.py: --against-reference: no harness {bench}; pass --reference-dir DIR "
+                         "(the folder with the authors' code harness, bench.py)")
+    python = Path(args.reference_python)
+    if not python.is_file():
+        fail(f"model_speed.py: --against-reference: no Python {python} for the harness; run its "
+                         "setup.sh or pass --reference-python PATH")
+    return bench, python
+
+
+def reference_argv(job: Job, args) -> list[str]:
+    """The harness's options for the job: the same cases, lengths and call counts as ours."""
+    warmups, reps = counts(job, None, args)
+    slow_warmups, slow_reps = (1, 1) if args.quick else (args.slow_warmups, args.slow_reps)
+    epoch_warmups, epoch_reps = (1, 1) if args.quick else (args.epoch_warmups, args.epoch_reps)
+    argv = ["--job", job.name, "--reps", str(reps), "--warmups", str(warmups), "--slow-reps", str(slow_reps),
+            "--slow-warmups", str(slow_warmups), "--epoch-reps", str(epoch_reps),
+            "--epoch-warmups", str(epoch_warmups), "--data-dir", str(args.data_dir)]
+    if job.section == "generate":
+        argv += ["--gen-lengths", *map(str, generation_lengths(job, args))]
+    else:
+        argv += ["--cases", ",".join(case.name for case in selected_cases(job, args))]
+    return argv
+
+
+def run_reference_job(job: Job, args) -> dict:
+    """Runs the job in the authors' code (the harness, its own process); returns its results by case name."""
+    bench, python = reference_harness(args)
+    load_before = list(os.getloadavg())
+    done = subprocess.run([str(python), str(bench), *reference_argv(job, args)], capture_output=True,
+                          text=True, cwd=bench.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference harness failed on {job.name}:\n{done.stderr[-4000:]}")
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return {r["name"]: {**{key: r.get(key) for key in REFERENCE_KEYS}, "job_load_average_before": load_before}
+            for r in results if "error" not in r}
+
+
+REFERENCE_KEYS = ("seconds", "seconds_min", "seconds_max", "cpu_seconds", "warmups", "repetitions",
+                  "peak_rss_gb", "load_average_before", "torch", "threads")
+
+
+def beside(results: list[dict], reference: dict) -> list[dict]:
+    """Our results with the reference's figures for the same case, the speed-up and the RSS ratio."""
+    for result in results:
+        ref = reference.get(result["name"])
+        result["reference"] = ref
+        if ref is not None and "seconds" in result:
+            result["speedup"] = ref["seconds"] / result["seconds"]  # > 1: we are faster
+            rss = ref.get("peak_rss_gb")
+            result["rss_ratio"] = result["peak_rss_gb"] / rss if rss else None
+    return results
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else platform's processor string."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> Optional[str]:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    return done.stdout.strip() or None
+
+
 # ---------------------------------------------------------------------------------------------- report
 def table(results: list[dict]) -> str:
-    header = (f"{'configuration':42s} {'batch':22s} {'ours s':>9s} {'cpu s':>8s} {'ref s':>7s} {'time':>6s} "
-              f"{'throughput':>11s} {'ref':>6s} {'ratio':>6s} {'RSS GB':>7s} {'ref':>5s} {'load':>5s}")
+    header = (f"{'case':42s} {'batch':22s} {'ours s':>9s} {'cpu s':>8s} {'ref s':>8s} {'ref cpu':>8s} "
+              f"{'speedup':>7s} {'RSS GB':>7s} {'ref':>5s} {'load':>5s}")
     lines = [header, "-" * len(header)]
     for r in results:
         if "error" in r:
             lines.append(f"{r['name']:42s} ERROR {r['error'].splitlines()[-1][:80]}")
             continue
-        ref = r["reference"]
+        ref = r.get("reference") or {}
 
         def number(value, spec):
             return "" if value is None else format(value, spec)
 
         lines.append(f"{r['name']:42s} {r['batch']:22s} {r['seconds']:9.3f} {r['cpu_seconds']:8.2f} "
-                     f"{number(ref['seconds'], '7.3f'):>7s} {number(r['time_ratio'], '6.2f'):>6s} "
-                     f"{number(r.get('throughput'), ',.0f'):>11s} {number(ref['throughput'], ',.0f'):>6s} "
-                     f"{number(r.get('throughput_ratio'), '.2f'):>6s} {r['peak_rss_gb']:7.2f} "
-                     f"{number(ref['peak_rss_gb'], '.2f'):>5s} {r['load_average_before'][0]:5.1f}")
-    lines.append("time = ours / reference (< 1: faster); ratio = our throughput / the reference's; "
-                 "load = 1-min load average before the row")
+                     f"{number(ref.get('seconds'), '8.3f'):>8s} {number(ref.get('cpu_seconds'), '8.2f'):>8s} "
+                     f"{number(r.get('speedup'), '7.2f'):>7s} {r['peak_rss_gb']:7.2f} "
+                     f"{number(ref.get('peak_rss_gb'), '.2f'):>5s} {r['load_average_before'][0]:5.1f}")
+    lines.append("speedup = reference s / ours (> 1: we are faster); load = 1-min load average before ours")
     return "\n".join(lines)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_data = os.environ.get("TFLATENT_DATA_DIR") or str(REPO.parent / "shared" / "data")
+    default_python = Path(os.environ.get("TEXTFLOW_VENV") or Path(tempfile.gettempdir()) / "textflow-venv")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help="comma-separated sections to run: train, nll, generate (default: all)")
     parser.add_argument("--match", default="", help="run only the jobs whose name contains this text")
+    parser.add_argument("--cases", default="",
+                        help="comma-separated cases of the jobs, e.g. equal57,T256 (default: all)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few jobs, tiny models, one call")
     parser.add_argument("--reps", type=int, default=5, help="timed calls per configuration")
     parser.add_argument("--warmups", type=int, default=2, help="untimed calls before them")
     parser.add_argument("--slow-reps", type=int, default=3, help="timed calls of the paper-size PTB train/nll jobs")
     parser.add_argument("--slow-warmups", type=int, default=1, help="warm-ups of the paper-size PTB train/nll jobs")
+    parser.add_argument("--epoch-reps", type=int, default=1, help="timed epochs of the JSB epoch case")
+    parser.add_argument("--epoch-warmups", type=int, default=1, help="warm-up epochs of the JSB epoch case")
     parser.add_argument("--gen-lengths", type=int, nargs="+", default=[16, 64, 256],
-                        help="generation lengths T (the reference has 16, 32, 64, 128, 256)")
+                        help="generation lengths T")
+    parser.add_argument("--gen-lengths-af-af", type=int, nargs="+", default=None,
+                        help="generation lengths of AF/AF only (the reference takes ~90 s per call at T 256)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config field of every job, e.g. --set train.jit_compile=true")
+    parser.add_argument("--against-reference", action="store_true",
+                        help="run each job in the authors' code first (the harness in --reference-dir)")
+    parser.add_argument("--reference-dir", default=str(REPO.parent / "shared" / "bench" / "textflow"),
+                        help="the authors' code harness (bench.py); default ../shared/bench/textflow")
+    parser.add_argument("--reference-python", default=str(default_python / "bin" / "python"),
+                        help="the harness's Python (default $TEXTFLOW_VENV/bin/python, else "
+                             "$TMPDIR/textflow-venv/bin/python)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every job in this process (peak RSS is then this process's running peak)")
     parser.add_argument("--output", help="also write the JSON to this file")
@@ -392,28 +483,39 @@ def main(argv=None) -> dict:
             results = run_job(by_name[args.job], args)
         print(json.dumps(results))
         return {}
+    if args.against_reference:
+        reference_harness(args)  # fail at once, in one line, when it is absent
 
     selected = [job for job in by_name.values() if job.section in args.only.split(",") and args.match in job.name
                 and (job.quick or not args.quick)]
-    child_argv = [a for a in argv if a not in ("--in-process",)]
+    child_argv = [a for a in argv if a not in ("--in-process", "--against-reference")]
     started = time.perf_counter()
     results = []
     for job in selected:
-        print(f"{job.name} ...", file=sys.stderr, flush=True)
         try:
+            reference = {}
+            if args.against_reference:  # the authors' job first, then ours: never both at once
+                print(f"{job.name} (reference) ...", file=sys.stderr, flush=True)
+                reference = run_reference_job(job, args)
+            print(f"{job.name} ...", file=sys.stderr, flush=True)
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
-                results.extend(run_job(job, args) if args.in_process else run_job_in_subprocess(job, child_argv))
+                ours = run_job(job, args) if args.in_process else run_job_in_subprocess(job, child_argv)
+            results.extend(beside(ours, reference) if args.against_reference else ours)
         except Exception as err:  # keep measuring the other jobs; the report shows the failure
             results.append({"job": job.name, "name": job.name, "section": job.section, "error": str(err)})
 
     import tensorflow as tf
     report = {
         "benchmark": "model_speed",
-        "reference": "../shared/reference/textflow-cpu-figures.md (harvardnlp/TextFlow, PyTorch, 2 threads)",
+        "reference": ({"harness": str(Path(args.reference_dir).resolve()), "python": args.reference_python,
+                       "code": "harvardnlp/TextFlow (PyTorch), run by the harness's bench.py"}
+                      if args.against_reference else None),
         "command": "python benchmarks/model_speed.py " + " ".join(argv),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "tensorflow": tf.__version__, "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "tensorflow": tf.__version__,
+                    "python": platform.python_version()},
         "total_seconds": time.perf_counter() - started,
         "results": results,
     }

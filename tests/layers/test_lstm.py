@@ -197,12 +197,14 @@ def test_compiles_under_xla_with_the_same_values_and_gradients():
 def test_compiled_inference_loops_give_the_graph_loops_values(bidirectional):
     layer = stack(bidirectional=bidirectional, context=2)
     x, context, mask = inputs(2, B, T, F), inputs(B, T, 2, seed=1), tf.sequence_mask(LENGTHS, T)
-    state = None if bidirectional else [(inputs(2 * B, H, seed=i), inputs(2 * B, H, seed=i + 9)) for i in (3, 4)]
+    state = None if bidirectional else [(inputs(2 * B, H, seed=i), inputs(2 * B, H, seed=i + 9))
+                                        for i in (3, 4)]
 
+    @tf.function
     def run(compiled):
-        return tf.function(lambda: layer(x, mask=mask, context=context, initial_state=state, compiled=compiled))()
+        return layer(x, mask=mask, context=context, initial_state=state, compiled=compiled)
 
-    for a, b in zip(tf.nest.flatten(run(True)), tf.nest.flatten(run(False))):
+    for a, b in zip(tf.nest.flatten(run(compiled=True)), tf.nest.flatten(run(compiled=False))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 

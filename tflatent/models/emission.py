@@ -123,8 +123,8 @@ class EmissionNetwork(keras.layers.Layer):
 
     def call(self, z, lengths, training=False, compiled=False):
         """(z [S, B, T, Z] or [B, T, Z], lengths [B]) → logits [S, B, T, V] (or [B, T, V])."""
-        h = self.output_dropout(self.projection(self.features(z, lengths, training=training, compiled=compiled)),
-                                training=training)
+        features = self.features(z, lengths, training=training, compiled=compiled)
+        h = self.output_dropout(self.projection(features), training=training)
         if self.embedding is None:
             return self.output_layer(h)
         return self.embedding.reverse(h) + self.output_bias
