@@ -39,7 +39,6 @@ import keras
 import tensorflow as tf
 
 INITS = ("pytorch", "keras")
-WAVEFRONT_CHUNK = 32  # steps per compiled loop of ``LSTMStack.wavefront``
 
 
 def _check_init(init):
@@ -125,7 +124,7 @@ def _recurrence(gates, recurrent_kernel, h0, c0):
 
 
 def _inference_recurrence(gates, recurrent_kernel, h0, c0):
-    """``_recurrence``'s forward loop alone: (h_t [T, N, H], the last c [N, H]); nothing kept for a backward pass."""
+    """``_recurrence``'s forward loop alone (h_t [T, N, H]; nothing kept for a backward pass)."""
     num_steps = tf.shape(gates)[0]
     steps_in = tf.TensorArray(gates.dtype, size=num_steps).unstack(gates)
 
@@ -133,10 +132,10 @@ def _inference_recurrence(gates, recurrent_kernel, h0, c0):
         h, c, _ = _cell(steps_in.read(t) + tf.matmul(h, recurrent_kernel), c)
         return t + 1, h, c, hs.write(t, h)
 
-    _, _, c, hs = tf.while_loop(
+    _, _, _, hs = tf.while_loop(
         lambda t, *_: t < num_steps, body,
         (tf.constant(0), h0, c0, tf.TensorArray(gates.dtype, size=num_steps)), maximum_iterations=num_steps)
-    return hs.stack(), c
+    return hs.stack()
 
 
 # The inference loop compiled alone with XLA, one executable per (T, N): its steps run fused, without
@@ -219,9 +218,8 @@ class LSTM(keras.layers.Layer):
         if initial_state is None:
             zeros = tf.zeros(tf.stack([tf.shape(gates)[1], self.units]), gates.dtype)
             initial_state = (zeros, zeros)
-        if compiled:
-            return _compiled_recurrence(gates, tf.convert_to_tensor(self.recurrent_kernel), *initial_state)[0]
-        return _recurrence(gates, tf.convert_to_tensor(self.recurrent_kernel), *initial_state)
+        recurrence = _compiled_recurrence if compiled else _recurrence
+        return recurrence(gates, tf.convert_to_tensor(self.recurrent_kernel), *initial_state)
 
     def step(self, inputs, state, context_gates=None):
         """One step: state (h, c) → (h, (h, c)).
@@ -343,31 +341,6 @@ class LSTMStack(keras.layers.Layer):
         if reverse:
             h = _reverse(h, lengths)
         return h if valid is None else tf.where(valid, h, tf.zeros_like(h))
-
-    def wavefront(self, inputs, context, initial_state, chunk=WAVEFRONT_CHUNK):
-        """``call(inputs, context=context, initial_state=initial_state, compiled=True)`` of a unidirectional
-        stack, with its layers pipelined over chunks of steps (inference only; T static).
-
-        Layer l runs chunk k while layer l − 1 runs chunk k + 1: each chunk's loop is an XLA executable
-        (``LSTM.recur``'s ``compiled``) carrying (h, c) to the next, so the graph runs the layers' loops
-        on two cores at once. inputs [S, B, T, F]; context [B, T, C]; returns the top layer's [S, B, T, H].
-        """
-        if self.bidirectional:
-            raise ValueError("LSTMStack.wavefront runs a unidirectional stack; this one is bidirectional")
-        num_samples, batch, num_steps = inputs.shape[0], tf.shape(inputs)[1], inputs.shape[2]
-        gates = self.cells[0][0].project(tf.transpose(inputs, [2, 0, 1, 3]), tf.transpose(context, [1, 0, 2]))
-        states, top = list(initial_state), []
-        for start in range(0, num_steps, chunk):
-            x = gates[start:start + chunk]  # [C, S·B, 4H]
-            for i, layer in enumerate(self.cells):
-                cell = layer[0]
-                if i > 0:
-                    x = cell.project(x[:, None])
-                x, c = _compiled_recurrence(x, tf.convert_to_tensor(cell.recurrent_kernel), *states[i])
-                states[i] = (x[-1], c)
-            top.append(x)
-        h = tf.reshape(tf.concat(top, axis=0), tf.stack([num_steps, num_samples, batch, self.units]))
-        return tf.transpose(h, [1, 2, 0, 3])
 
     def zero_state(self, batch_size):
         """The zero initial state of a unidirectional stack: [(h, c)] per layer, each [N, H]."""
