@@ -17,7 +17,8 @@ The configurations of the authors' CPU figures, on the same batches and sizes:
 * ``nll``: the importance-sampled log-likelihood with K = 30 (``model.log_likelihood`` in a
   ``tf.function``, chunks of ``train.nll_chunk``) of PTB AF/AF, reduced and paper size.
 * ``generate``: ``model.generate(lengths=[T])`` at batch 1 for each T, paper-size PTB models with
-  untrained weights (LSTM baseline, IAF/SCF, AF/SCF, AF/AF).
+  untrained weights (LSTM baseline, IAF/SCF, AF/SCF, AF/AF); for IAF/SCF also the exported model's
+  ``serving_default`` loaded in this process (rows ``serving_T<T>``, beside the reference's generation).
 
 Batches: "equal" = the first B training sequences of exactly that length (source order);
 "bucketed" = the first batch of the seed-0 training epoch (the reference's bucketing) with unequal
@@ -88,6 +89,7 @@ NLL_SAMPLES = 30
 
 GENERATION_MODELS = ("ptb_lstm", "ptb_iaf_scf", "ptb_af_scf", "ptb_af_af")  # paper-size PTB configs
 AF_AF_GENERATION = "generate/ptb_af_af"  # the job --gen-lengths-af-af applies to
+SERVED_MODEL = "ptb_iaf_scf"  # the parallel sampler: also timed as an exported serving_default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Job:
     batch_size: int = 15
     slow: bool = False  # uses --slow-reps / --slow-warmups
     quick: bool = False  # one of the jobs that --quick runs
+    serving: bool = False  # generation: also the exported model's serving_default, in process
 
 
 def jobs() -> list[Job]:
@@ -140,8 +143,8 @@ def jobs() -> list[Job]:
         Job("nll/ptb_af_af_reduced", "nll", "ptb_af_af", "reduced", overrides=REDUCED, quick=True,
             cases=(equal100, bucketed102, Case("longest"))),
         Job("nll/ptb_af_af", "nll", "ptb_af_af", "paper", slow=True, cases=(equal100, bucketed102)),
-        *(Job(f"generate/{name}", "generate", name, "paper", quick=name in ("ptb_lstm", "ptb_af_af"))
-          for name in GENERATION_MODELS),
+        *(Job(f"generate/{name}", "generate", name, "paper", quick=name in ("ptb_lstm", "ptb_af_af"),
+              serving=name == SERVED_MODEL) for name in GENERATION_MODELS),
     ]
 
 
@@ -295,7 +298,33 @@ def run_job(job: Job, args) -> list[dict]:
                       **timed(lambda: np.asarray(model.generate(lengths=[length], seed=next(seeds))[0]),
                               warmups, reps)}
             finish(result)
+        if job.serving:
+            time_serving(job, model, config, bundle, common, warmups, reps, finish, args)
     return results
+
+
+def time_serving(job: Job, model, config, bundle, common: dict, warmups: int, reps: int, finish, args):
+    """The exported model's ``serving_default`` (``tflatent.serving.export``) at batch 1, in process.
+
+    Rows ``<job>/serving_T<T>``, set beside the reference's generation of the same T (``reference_case``).
+    """
+    import tensorflow as tf
+
+    from tflatent.serving import export
+
+    with tempfile.TemporaryDirectory() as out:
+        path = export.export(model, config, out, 1, 1, vocabulary=bundle.vocab,
+                             source={"benchmark": "freshly initialised"})
+        sample = tf.saved_model.load(path).signatures["serving_default"]
+        for length in generation_lengths(job, args):
+            seeds = iter(range(warmups + reps))
+            load_before = list(os.getloadavg())
+            result = {**common, "name": f"{job.name}/serving_T{length}",
+                      "reference_case": f"{job.name}/T{length}", "batch": f"1x{length}", "length": length,
+                      "signature": "serving_default", "load_average_before": load_before,
+                      **timed(lambda: sample(lengths=tf.constant([length]), temperature=tf.constant(1.0),
+                                             seed=tf.constant(next(seeds)))["x"].numpy(), warmups, reps)}
+            finish(result)
 
 
 def counts(job: Job, case: Optional[Case], args) -> tuple[int, int]:
@@ -386,7 +415,7 @@ REFERENCE_KEYS = ("seconds", "seconds_min", "seconds_max", "cpu_seconds", "warmu
 def beside(results: list[dict], reference: dict) -> list[dict]:
     """Our results with the reference's figures for the same case, the speed-up and the RSS ratio."""
     for result in results:
-        ref = reference.get(result["name"])
+        ref = reference.get(result.get("reference_case", result["name"]))
         result["reference"] = ref
         if ref is not None and "seconds" in result:
             result["speedup"] = ref["seconds"] / result["seconds"]  # > 1: we are faster
