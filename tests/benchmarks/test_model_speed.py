@@ -70,11 +70,11 @@ def test_quick_run_beside_a_stand_in_harness_and_its_readme_table(data_dir, tfds
     assert [r["length"] for r in results if r["section"] == "generate"] == [4]
 
     readme = tmp_path / "README.md"
-    readme.write_text("# head\n<!-- speed-table:begin -->\nold\n<!-- speed-table:end -->\ntail\n")
+    readme.write_text("# head\n<!-- speed-table:begin -->\nOLD TABLE\n<!-- speed-table:end -->\ntail\n")
     load_script("speed_table").main([str(output), "--readme", str(readme)])
     text = readme.read_text()
     assert text.startswith("# head\n<!-- speed-table:begin -->\nRun of ") and text.endswith("end -->\ntail\n")
-    assert "old" not in text and report["machine"]["cpu"] in text
+    assert "OLD TABLE" not in text and report["machine"]["cpu"] in text
     assert "| ptb_af_af/T4 | 1x4 | 2 (1.9–2.1) |" in text
 
 
