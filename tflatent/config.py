@@ -42,6 +42,8 @@ LSTM_INITS = ("pytorch", "keras")
 DROPOUT_LOCATIONS = ("embedding", "rnn_x", "prior_rnn", "prior_ff", "rnn_outp", "outp_ff")
 OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
+# model.lstm_impl: cuDNN through Keras's LSTM machinery | the hand-written loop | cudnn with a GPU, else loop
+LSTM_IMPLS = ("auto", "cudnn", "loop")
 
 
 class ConfigError(ExpectedError, ValueError):
@@ -112,6 +114,7 @@ class ModelConfig:
     position_encoding: str = "onehot"  # onehot (reference, 2·max_time wide) | sinusoidal (compact)
     position_encoding_size: int = 64  # per feature (position and remaining length) for sinusoidal
     lstm_init: str = "pytorch"  # pytorch: U(±1/√H) weights and bias | keras: Glorot/orthogonal
+    lstm_impl: str = "auto"  # auto (cudnn with a GPU, else loop) | cudnn | loop (tflatent.layers.lstm)
 
     _choices = {
         "type": MODEL_TYPES,
@@ -120,6 +123,7 @@ class ModelConfig:
         "transform": TRANSFORMS,
         "position_encoding": POSITION_ENCODINGS,
         "lstm_init": LSTM_INITS,
+        "lstm_impl": LSTM_IMPLS,
     }
     _list_choices = {"dropout_locations": DROPOUT_LOCATIONS}
     _positive = ("embedding_size", "z_size", "hidden_size", "q_rnn_layers", "gen_rnn_layers",

@@ -1,4 +1,4 @@
-"""LSTMs that behave like the reference's packed PyTorch LSTMs.
+"""LSTMs that behave like the reference's packed PyTorch LSTMs, as a hand-written loop or through cuDNN.
 
 One direction (``LSTM``) computes, with the gates in PyTorch's and Keras's order (i, f, g, o),
 
@@ -7,21 +7,39 @@ One direction (``LSTM``) computes, with the gates in PyTorch's and Keras's order
 
 with weights laid out as in ``keras.layers.LSTM`` (kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H]).
 ``LSTMStack`` stacks layers (and directions), as ``torch.nn.LSTM(num_layers, bidirectional)`` does, over
-right-padded batches.
+right-padded batches. It runs every whole-sequence pass with one of two implementations over the same
+variables (``impl``, config ``model.lstm_impl``); the step-by-step path (``step``) is the same for both.
+A checkpoint written under one implementation loads into the other (the variables and their paths are
+the same) and gives the same outputs up to float rounding.
 
-Packed sequences without per-step masks. PyTorch runs each sequence only over its own length. Here the
-forward direction simply runs over the padded batch: its outputs at t < L never depend on steps ≥ L,
-and the outputs at padding are set to zero afterwards. The backward direction reverses each sequence
-within its own length (``tf.reverse_sequence``), runs forward, and reverses back, so it starts at each
-sequence's true end. No mask enters the recurrence, so equal-length and bucketed batches take the same
-fast path, and padding never reaches a valid output in either direction.
-
-Speed. The input projection x_t W (+ b) of all steps is one matmul before the loop; the loop does only
-h U. Inputs may carry a leading sample axis [S, B, T, F] with a per-sequence ``context`` [B, T, C] (the
+"loop": packed sequences without per-step masks, written for the CPU. PyTorch runs each sequence only
+over its own length. Here the forward direction simply runs over the padded batch: its outputs at t < L
+never depend on steps ≥ L, and the outputs at padding are set to zero afterwards. The backward direction
+reverses each sequence within its own length (``tf.reverse_sequence``), runs forward, and reverses back,
+so it starts at each sequence's true end. No mask enters the recurrence, so equal-length and bucketed
+batches take the same fast path, and padding never reaches a valid output in either direction.
+The input projection x_t W (+ b) of all steps is one matmul before the loop; the loop does only h U.
+Inputs may carry a leading sample axis [S, B, T, F] with a per-sequence ``context`` [B, T, C] (the
 position features) that is concatenated to every sample's input: the context's share of the projection
 is computed once per sequence and broadcast over the S samples. The loop is a ``tf.while_loop`` over
-TensorArrays with a static trip count when T is static, so it compiles under XLA (``jit_compile``).
-It is written for the CPU: on a GPU it does not call cuDNN (``keras.layers.LSTM`` would).
+TensorArrays with a static trip count when T is static, so it compiles under XLA (``jit_compile``), and
+a hand-written backward pass (``_recurrence``). On a GPU it runs, but launches ~20 small kernels per
+step and layer-direction forward and ~35 backward.
+
+"cudnn": Keras 3's LSTM machinery (``keras.src.backend.tensorflow.rnn``), as ``keras.layers.LSTM`` uses
+it, with one call per layer and direction on [S·B, T, F + C] (the context concatenated to each sample),
+the right-padded mask of the lengths, no recurrent dropout and the default activations (``ACTIVATION``,
+``RECURRENT_ACTIVATION``): where the trace runs on a GPU, ``_cudnn_lstm`` (one CudnnRNNV3 op forward
+and one backward per layer-direction, no loop; the backward direction by reversing each sequence within
+its length, as ``keras.layers.Bidirectional`` does); on any other device, and under XLA, which cannot
+compile CudnnRNNV3, Keras's generic masked ``rnn`` loop, which computes what cuDNN computes (the choice
+is made at trace time, ``tflatent.layers.placement``). So on a CPU "cudnn" runs, slowly, and gives the
+numbers a GPU would; a graph traced inside ``tf.device("/GPU:0")`` holds the cuDNN ops even on a machine
+without a GPU (it can be inspected there, but run only on a GPU). cuDNN rejects an empty sequence; a
+length of 0 runs one step whose outputs are then set to zero. cuDNN does not compute the context's
+share of the gates once per sequence: it multiplies the concatenated input, which a GPU does cheaply.
+
+"auto": "cudnn" when TensorFlow sees a GPU, else "loop" (``resolve_impl``, at construction).
 
 Initialisation (``init``):
   "pytorch"  W, U ~ U(±1/√H). PyTorch has two bias vectors (b_ih + b_hh, each U(±1/√H)) where Keras
@@ -33,12 +51,23 @@ Initialisation (``init``):
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import keras
 import tensorflow as tf
 
+from tflatent.config import LSTM_IMPLS
+from tflatent.layers.placement import kernel_target
+
+# Keras's LSTM kernels for its TensorFlow backend, cuDNN and the generic loop (the package re-exports a
+# function under the module's name, so the module is looked up by its full name).
+keras_rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
+
 INITS = ("pytorch", "keras")
+# The activations of every LSTM here: keras.layers.LSTM's defaults, which cuDNN requires.
+ACTIVATION = keras.activations.tanh
+RECURRENT_ACTIVATION = keras.activations.sigmoid
 
 
 def _check_init(init):
@@ -46,26 +75,55 @@ def _check_init(init):
         raise ValueError(f"LSTM init={init!r} is not allowed; choose one of {INITS} (config: model.lstm_init)")
 
 
+def resolve_impl(impl):
+    """The implementation an ``impl`` setting runs: "auto" → "cudnn" if TensorFlow sees a GPU, else "loop"."""
+    if impl not in LSTM_IMPLS:
+        raise ValueError(f"LSTM impl={impl!r} is not allowed; choose one of {LSTM_IMPLS} "
+                         "(config: model.lstm_impl)")
+    if impl == "auto":
+        # Physical devices only: this must not initialise the runtime (logical devices are set up later).
+        return "cudnn" if tf.config.get_visible_devices("GPU") else "loop"
+    return impl
+
+
 def _cell(gates, c):
     """One LSTM update from the pre-activations [N, 4H] and the carry c [N, H] → (h, c, (i, f, g, o))."""
     i, f, g, o = tf.split(gates, 4, axis=-1)
-    i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
+    i, f, g, o = RECURRENT_ACTIVATION(i), RECURRENT_ACTIVATION(f), ACTIVATION(g), RECURRENT_ACTIVATION(o)
     c = f * c + i * g
-    return o * tf.tanh(c), c, (i, f, g, o)
+    return o * ACTIVATION(c), c, (i, f, g, o)
 
 
 def _context_matmul(context, kernel):
-    """context [..., C] · kernel [C, K] → [..., K], as a sparse product when the context is mostly zeros.
+    """context [..., C] · kernel [C, K] → [..., K]; on a CPU sparse when the context is mostly zeros.
 
     The reference's position features are a one-hot pair, 2 non-zeros among 2·max_T: for max_T = 288
-    that product (and its kernel gradient) is about 4× faster with ``a_is_sparse``, which a dense
-    context (sinusoidal features) makes about 2× slower, so the density decides at run time. Under
-    XLA both branches are the same dense product.
+    that product (and its kernel gradient) is about 4× faster on a CPU as SparseMatMul, which a dense
+    context (sinusoidal features) makes about 2× slower, so the density decides at run time.
+    SparseMatMul has only a CPU kernel: on other devices, and under XLA, the product is dense
+    (``tflatent.layers.placement``).
     """
     flat = tf.reshape(context, tf.stack([-1, tf.shape(context)[-1]]))
-    sparse = tf.math.count_nonzero(flat) * 10 <= tf.size(flat, out_type=tf.int64)  # ≤ 10 % non-zero
-    product = tf.cond(sparse, lambda: tf.matmul(flat, kernel, a_is_sparse=True), lambda: tf.matmul(flat, kernel))
+    if kernel_target(flat) == "cpu":
+        sparse = tf.math.count_nonzero(flat) * 10 <= tf.size(flat, out_type=tf.int64)  # ≤ 10 % non-zero
+        product = tf.cond(sparse, lambda: _sparse_matmul(flat, kernel), lambda: tf.matmul(flat, kernel))
+    else:
+        product = tf.matmul(flat, kernel)
     return tf.reshape(product, tf.concat([tf.shape(context)[:-1], tf.shape(kernel)[-1:]], axis=0))
+
+
+@tf.custom_gradient
+def _sparse_matmul(a, b):
+    """a [N, C] (mostly zeros) · b [C, K] by the raw SparseMatMul op, and b's gradient aᵀ ∂ by it too.
+
+    ``tf.matmul(a_is_sparse=True)``, and TensorFlow's registered gradient of SparseMatMul, go through a
+    deprecated wrapper that logs a deprecation warning; the raw op does not.
+    """
+    def grad(d_product):
+        d_b = tf.raw_ops.SparseMatMul(a=a, b=d_product, transpose_a=True, a_is_sparse=True)
+        return tf.matmul(d_product, b, transpose_b=True), tf.cast(d_b, b.dtype)
+
+    return tf.cast(tf.raw_ops.SparseMatMul(a=a, b=b, a_is_sparse=True), b.dtype), grad
 
 
 @tf.custom_gradient
@@ -151,7 +209,16 @@ class LSTM(keras.layers.Layer):
     Args:
       units: H.
       init: "pytorch" or "keras" (module docstring).
+
+    The attributes ``activation`` .. ``recurrent_dropout`` are the arguments ``keras.layers.LSTM`` has and
+    Keras's cuDNN eligibility check reads; they describe this layer's fixed recurrence (``_cell``).
     """
+
+    activation = staticmethod(ACTIVATION)
+    recurrent_activation = staticmethod(RECURRENT_ACTIVATION)
+    use_bias = True
+    unroll = False
+    recurrent_dropout = 0.0
 
     def __init__(self, units, init="pytorch", **kwargs):
         super().__init__(**kwargs)
@@ -251,10 +318,12 @@ class LSTMStack(keras.layers.Layer):
       bidirectional: whether each layer also runs backward in time.
       dropout_between_layers: dropout rate on the outputs of every layer but the last (training only).
       init: "pytorch" or "keras" (module docstring).
+      impl: "auto", "cudnn" or "loop", the whole-sequence implementation (module docstring); the one it
+        resolves to is ``implementation``.
     """
 
     def __init__(self, units, num_layers=1, bidirectional=False, dropout_between_layers=0.0,
-                 init="pytorch", **kwargs):
+                 init="pytorch", impl="auto", **kwargs):
         super().__init__(**kwargs)
         _check_init(init)
         self.units = int(units)
@@ -262,6 +331,8 @@ class LSTMStack(keras.layers.Layer):
         self.bidirectional = bool(bidirectional)
         self.dropout_between_layers = float(dropout_between_layers)
         self.init = init
+        self.impl = impl
+        self.implementation = resolve_impl(impl)
         self.supports_masking = True  # outputs are zero at padding; the mask passes through
         directions = ("forward", "backward") if self.bidirectional else ("forward",)
         self.cells = [[LSTM(units, init=init, name=f"layer_{i}_{d}") for d in directions]
@@ -298,19 +369,26 @@ class LSTMStack(keras.layers.Layer):
             inputs = inputs[None]
         if initial_state is not None and self.bidirectional:
             raise ValueError("LSTMStack: initial_state is only supported for a unidirectional stack")
-        shape = tf.shape(inputs)
-        num_samples, batch, num_steps = shape[0], shape[1], shape[2]
-        x = tf.transpose(inputs, [2, 0, 1, 3])  # [T, S, B, F]
-        context_tm = None if context is None else tf.transpose(context, [1, 0, 2])  # [T, B, C]
-
-        lengths = valid = None
+        lengths = None
         if mask is not None:
             mask = tf.cast(mask, tf.bool)
             lengths = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)  # [B]
             tf.debugging.Assert(
-                tf.reduce_all(tf.equal(mask, tf.sequence_mask(lengths, num_steps))),
+                tf.reduce_all(tf.equal(mask, tf.sequence_mask(lengths, tf.shape(mask)[1]))),
                 ["LSTMStack: the mask must be right-padded (True on each sequence's first L steps, then "
                  "False); build it with tf.sequence_mask(lengths, T)"])
+        run = self._call_keras if self.implementation == "cudnn" else self._call_loop
+        outputs = [h if has_samples else h[0] for h in run(inputs, lengths, context, initial_state, training)]
+        return tuple(outputs) if self.bidirectional else outputs[0]
+
+    def _call_loop(self, inputs, lengths, context, initial_state, training):
+        """"loop": inputs [S, B, T, F], lengths [B] or None → the top layer's [S, B, T, H] per direction."""
+        shape = tf.shape(inputs)
+        num_samples, batch, num_steps = shape[0], shape[1], shape[2]
+        x = tf.transpose(inputs, [2, 0, 1, 3])  # [T, S, B, F]
+        context_tm = None if context is None else tf.transpose(context, [1, 0, 2])  # [T, B, C]
+        valid = None
+        if lengths is not None:
             lengths = tf.tile(lengths, [num_samples])  # [S·B]
             valid = tf.transpose(tf.sequence_mask(lengths, num_steps))[..., None]  # [T, S·B, 1]
 
@@ -323,14 +401,9 @@ class LSTMStack(keras.layers.Layer):
                 outputs.append(self._run(layer[1], x, context_tm, None, lengths, valid, True, compiled))
             x = tf.concat(outputs, axis=-1) if len(outputs) > 1 else outputs[0]  # [T, S·B, H·dirs]
             context_tm = None
-
-        def batch_major(h):  # [T, S·B, H] → [S, B, T, H] (or [B, T, H])
-            h = tf.transpose(tf.reshape(h, tf.stack([num_steps, num_samples, batch, self.units])), [1, 2, 0, 3])
-            return h if has_samples else h[0]
-
-        if self.bidirectional:
-            return batch_major(outputs[0]), batch_major(outputs[1])
-        return batch_major(outputs[0])
+        # [T, S·B, H] → [S, B, T, H]
+        shape = tf.stack([num_steps, num_samples, batch, self.units])
+        return [tf.transpose(tf.reshape(h, shape), [1, 2, 0, 3]) for h in outputs]
 
     @staticmethod
     def _run(cell, x, context, state, lengths, valid, reverse, compiled):
@@ -341,6 +414,35 @@ class LSTMStack(keras.layers.Layer):
         if reverse:
             h = _reverse(h, lengths)
         return h if valid is None else tf.where(valid, h, tf.zeros_like(h))
+
+    def _call_keras(self, inputs, lengths, context, initial_state, training):
+        """The "cudnn" implementation: as ``_call_loop``, each layer-direction one ``_keras_lstm`` call."""
+        shape = tf.shape(inputs)
+        num_samples, batch, num_steps = shape[0], shape[1], shape[2]
+        if context is not None:  # [S, B, T, F + C]: every sample reads its sequence's context
+            context = tf.broadcast_to(context[None], tf.concat([shape[:3], tf.shape(context)[-1:]], axis=0))
+            inputs = tf.concat([inputs, tf.cast(context, inputs.dtype)], axis=-1)
+        x = tf.reshape(inputs, tf.concat([[num_samples * batch], shape[2:3], [inputs.shape[-1]]], axis=0))
+        target = kernel_target(x)
+        mask = valid = None
+        if lengths is not None:
+            lengths = tf.tile(lengths, [num_samples])  # [S·B]
+            valid = tf.sequence_mask(lengths, num_steps)[..., None]  # [S·B, T, 1]
+            mask = tf.sequence_mask(tf.maximum(lengths, 1), num_steps)  # cuDNN rejects empty sequences
+        zeros = tf.zeros(tf.stack([num_samples * batch, self.units]), x.dtype)
+
+        for i, layer in enumerate(self.cells):
+            if i > 0:
+                x = self.dropout(x, training=training)
+            state = (zeros, zeros) if initial_state is None else initial_state[i]
+            outputs = [_keras_lstm(layer[0], x, mask, state, target, go_backwards=False)]
+            if self.bidirectional:
+                outputs.append(_keras_lstm(layer[1], x, mask, (zeros, zeros), target, go_backwards=True))
+            if valid is not None:
+                outputs = [tf.where(valid, h, tf.zeros_like(h)) for h in outputs]
+            x = tf.concat(outputs, axis=-1) if len(outputs) > 1 else outputs[0]  # [S·B, T, H·dirs]
+        # [S·B, T, H] → [S, B, T, H]
+        return [tf.reshape(h, tf.stack([num_samples, batch, num_steps, self.units])) for h in outputs]
 
     def zero_state(self, batch_size):
         """The zero initial state of a unidirectional stack: [(h, c)] per layer, each [N, H]."""
@@ -377,7 +479,38 @@ class LSTMStack(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "units": self.units, "num_layers": self.num_layers,
                 "bidirectional": self.bidirectional,
-                "dropout_between_layers": self.dropout_between_layers, "init": self.init}
+                "dropout_between_layers": self.dropout_between_layers, "init": self.init, "impl": self.impl}
+
+
+def _keras_lstm(cell, inputs, mask, state, target, go_backwards):
+    """One layer-direction through Keras's LSTM kernels, as ``keras.layers.LSTM`` runs it (module docstring).
+
+    Args:
+      cell: the ``LSTM`` whose variables to use.
+      inputs: [N, T, F] batch-major.
+      mask: None or [N, T] bool, right-padded, no row all False.
+      state: (h0, c0), each [N, H].
+      target: ``tflatent.layers.placement.kernel_target``: "gpu" takes cuDNN, anything else the generic loop.
+      go_backwards: run from each sequence's last valid step to its first.
+
+    Returns:
+      h_t [N, T, H] in time order (Keras returns a backward pass's outputs reversed; this reverses them
+      back), zero at masked steps.
+    """
+    kernel, recurrent_kernel, bias = (tf.convert_to_tensor(v) for v in
+                                      (cell.kernel, cell.recurrent_kernel, cell.bias))
+    if target == "gpu":
+        _, outputs, _ = keras_rnn._cudnn_lstm(
+            inputs, state[0], state[1], kernel, recurrent_kernel, bias, mask, time_major=False,
+            go_backwards=go_backwards, return_sequences=True)
+    else:
+        def step(x_t, states):
+            h, c, _ = _cell(tf.matmul(x_t, kernel) + tf.matmul(states[0], recurrent_kernel) + bias, states[1])
+            return h, [h, c]
+
+        _, outputs, _ = keras_rnn.rnn(step, inputs, list(state), go_backwards=go_backwards, mask=mask,
+                                      zero_output_for_mask=True, return_all_outputs=True)
+    return tf.reverse(outputs, axis=[1]) if go_backwards else outputs
 
 
 def _reverse(x, lengths):

@@ -63,10 +63,12 @@ class EmissionNetwork(keras.layers.Layer):
       dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_outp").
       output_dropout: dropout after W (reference location "outp_ff").
       lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
+      lstm_impl: "auto", "cudnn" or "loop" (``tflatent.layers.lstm``).
     """
 
     def __init__(self, vocab_size, z_size, hidden_size=500, num_layers=2, *, music=False, position,
-                 embedding=None, dropout=0.0, output_dropout=0.0, lstm_init="pytorch", **kwargs):
+                 embedding=None, dropout=0.0, output_dropout=0.0, lstm_init="pytorch",
+                 lstm_impl="auto", **kwargs):
         super().__init__(**kwargs)
         if embedding is not None and (embedding.vocab_size != vocab_size or embedding.music != music):
             raise ValueError(f"EmissionNetwork(vocab_size={vocab_size}, music={music}) cannot tie its output "
@@ -79,10 +81,11 @@ class EmissionNetwork(keras.layers.Layer):
         self.dropout_rate = float(dropout)
         self.output_dropout_rate = float(output_dropout)
         self.lstm_init = lstm_init
+        self.lstm_impl = lstm_impl
         self.position = position
         self.embedding = embedding
         self.rnn = LSTMStack(hidden_size, num_layers, bidirectional=True, dropout_between_layers=dropout,
-                             init=lstm_init, name="bilstm")
+                             init=lstm_init, impl=lstm_impl, name="bilstm")
         self.rnn_dropout = keras.layers.Dropout(dropout)
         width = hidden_size if embedding is None else embedding.size
         self.projection = keras.layers.Dense(

@@ -42,20 +42,22 @@ class InferenceNetwork(keras.layers.Layer):
       position: the ``PositionFeatures`` shared by the model's networks.
       dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_x").
       lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
+      lstm_impl: "auto", "cudnn" or "loop" (``tflatent.layers.lstm``).
     """
 
     def __init__(self, z_size, hidden_size=500, num_layers=2, *, embedding, position, dropout=0.0,
-                 lstm_init="pytorch", **kwargs):
+                 lstm_init="pytorch", lstm_impl="auto", **kwargs):
         super().__init__(**kwargs)
         self.z_size = int(z_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
         self.dropout_rate = float(dropout)
         self.lstm_init = lstm_init
+        self.lstm_impl = lstm_impl
         self.embedding = embedding
         self.position = position
         self.rnn = LSTMStack(hidden_size, num_layers, bidirectional=True, dropout_between_layers=dropout,
-                             init=lstm_init, name="bilstm")
+                             init=lstm_init, impl=lstm_impl, name="bilstm")
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(
             2 * z_size, kernel_initializer=uniform(),

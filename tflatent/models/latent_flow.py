@@ -58,7 +58,7 @@ class LatentFlowModel(SequenceModel):
                  hidden_flow="af", transform="nlsq", prior_rnn_units=500, prior_rnn_layers=2,
                  hidden_flow_layers=5, hidden_flow_hidden_layers=2, hidden_flow_units=100, dropout=0.2,
                  dropout_locations=("prior_rnn",), tie_weights=True, position_encoding="onehot",
-                 position_encoding_size=64, lstm_init="pytorch", **kwargs):
+                 position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", **kwargs):
         super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.elbo_samples = elbo_samples
         self.z_size = z_size
@@ -73,24 +73,24 @@ class LatentFlowModel(SequenceModel):
             hidden_flow_hidden_layers=hidden_flow_hidden_layers, hidden_flow_units=hidden_flow_units,
             dropout=dropout, dropout_locations=list(dropout_locations), tie_weights=tie_weights,
             position_encoding=position_encoding, position_encoding_size=position_encoding_size,
-            lstm_init=lstm_init)
+            lstm_init=lstm_init, lstm_impl=lstm_impl)
         self.beta = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
         self.embedding = SequenceEmbedding(vocab_size, embedding_size, music=music, dropout=rate("embedding"))
         self.inference_net = InferenceNetwork(
             z_size, hidden_size, q_rnn_layers, embedding=self.embedding, position=self.position,
-            dropout=rate("rnn_x"), lstm_init=lstm_init, name="inference")
+            dropout=rate("rnn_x"), lstm_init=lstm_init, lstm_impl=lstm_impl, name="inference")
         self.prior = TimeFlowPrior(
             z_size, self.position, time_flow=time_flow, hidden_flow=hidden_flow, transform=transform,
             rnn_units=prior_rnn_units, rnn_layers=prior_rnn_layers, hidden_flow_layers=hidden_flow_layers,
             hidden_flow_hidden_layers=hidden_flow_hidden_layers, hidden_flow_units=hidden_flow_units,
             dropout=rate("prior_rnn"), hidden_flow_dropout=rate("prior_ff"), lstm_init=lstm_init,
-            name="prior")
+            lstm_impl=lstm_impl, name="prior")
         self.emission = EmissionNetwork(
             vocab_size, z_size, hidden_size, gen_rnn_layers, music=music, position=self.position,
             embedding=self.embedding if tie_weights else None, dropout=rate("rnn_outp"),
-            output_dropout=rate("outp_ff"), lstm_init=lstm_init, name="emission")
+            output_dropout=rate("outp_ff"), lstm_init=lstm_init, lstm_impl=lstm_impl, name="emission")
 
         self._generate_fn = None
         self._xla_sample_from_noise = None

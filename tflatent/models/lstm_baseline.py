@@ -53,12 +53,15 @@ class LSTMBaseline(SequenceModel):
       tie_weights: whether the output matrix is the embedding (else an own Linear(E → V), U(±0.07)).
       position_encoding, position_encoding_size: see ``PositionFeatures``.
       lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
+      lstm_impl: "auto", "cudnn" or "loop" (``tflatent.layers.lstm``): training and the likelihood; the
+        generation steps the same variables.
       global_batch_size: the loss divisor under tf.distribute (None: the per-replica batch × replicas).
     """
 
     def __init__(self, vocab_size, max_time, length_log_prob, music=False, embedding_size=500,
                  hidden_size=500, num_layers=2, dropout=0.1, tie_weights=True, position_encoding="onehot",
-                 position_encoding_size=64, lstm_init="pytorch", global_batch_size=None, **kwargs):
+                 position_encoding_size=64, lstm_init="pytorch", global_batch_size=None, lstm_impl="auto",
+                 **kwargs):
         super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.embedding_size = int(embedding_size)
         self.hidden_size = int(hidden_size)
@@ -66,13 +69,14 @@ class LSTMBaseline(SequenceModel):
         self.dropout_rate = float(dropout)
         self.tie_weights = bool(tie_weights)
         self.lstm_init = lstm_init
+        self.lstm_impl = lstm_impl
         self.global_batch_size = global_batch_size
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
         self.embedding = SequenceEmbedding(vocab_size, embedding_size, music=music, dropout=dropout,
                                            embeddings_initializer="glorot_uniform")
         self.rnn = LSTMStack(hidden_size, num_layers, dropout_between_layers=dropout, init=lstm_init,
-                             name="lstm")
+                             impl=lstm_impl, name="lstm")
         self.output_dropout = keras.layers.Dropout(dropout)
         self.projection = keras.layers.Dense(
             embedding_size, kernel_initializer=uniform(),
@@ -92,7 +96,8 @@ class LSTMBaseline(SequenceModel):
         model = cls(bundle.vocab_size, bundle.max_time, bundle.length_prior.log_prob, music=bundle.is_music,
                     embedding_size=m.embedding_size, hidden_size=m.hidden_size, num_layers=m.lstm_layers,
                     dropout=m.dropout, tie_weights=m.tie_weights, position_encoding=m.position_encoding,
-                    position_encoding_size=m.position_encoding_size, lstm_init=m.lstm_init)
+                    position_encoding_size=m.position_encoding_size, lstm_init=m.lstm_init,
+                    lstm_impl=m.lstm_impl)
         model.build()
         return model
 
@@ -226,4 +231,5 @@ class LSTMBaseline(SequenceModel):
                 "embedding_size": self.embedding_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "dropout": self.dropout_rate, "tie_weights": self.tie_weights,
                 "position_encoding": self.position.kind, "position_encoding_size": self.position.size,
-                "lstm_init": self.lstm_init, "global_batch_size": self.global_batch_size}
+                "lstm_init": self.lstm_init, "global_batch_size": self.global_batch_size,
+                "lstm_impl": self.lstm_impl}

@@ -53,12 +53,14 @@ class TimeFlowPrior(keras.layers.Layer):
       dropout: rate between LSTM layers and on the context (reference location "prior_rnn").
       hidden_flow_dropout: rate inside the hidden flow's conditioners (reference location "prior_ff").
       lstm_init: "pytorch" or "keras" (see ``tflatent.layers.lstm``).
+      lstm_impl: "auto", "cudnn" or "loop" (see ``tflatent.layers.lstm``): the density's (AF) or the
+        sampling's (IAF) context pass; the sequential direction steps the same variables.
     """
 
     def __init__(self, z_size, position, time_flow="af", hidden_flow="af", transform="nlsq",
                  rnn_units=500, rnn_layers=2, hidden_flow_layers=5, hidden_flow_hidden_layers=2,
                  hidden_flow_units=100, dropout=0.2, hidden_flow_dropout=0.0, lstm_init="pytorch",
-                 **kwargs):
+                 lstm_impl="auto", **kwargs):
         super().__init__(**kwargs)
         if time_flow not in TIME_FLOWS:
             raise ValueError(f"time_flow={time_flow!r}; choose one of {TIME_FLOWS}")
@@ -82,7 +84,7 @@ class TimeFlowPrior(keras.layers.Layer):
             self.initial_state_net = FeedForwardNet(
                 rnn_units, 2 * rnn_units * rnn_layers, hidden_layers=1, name="initial_state")
             self.rnn = LSTMStack(rnn_units, rnn_layers, dropout_between_layers=dropout, init=lstm_init,
-                                 name="lstm")
+                                 impl=lstm_impl, name="lstm")
             self.drop = keras.layers.Dropout(dropout)
 
     def build(self, input_shape=None):
