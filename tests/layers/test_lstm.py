@@ -1,4 +1,4 @@
-"""LSTM / LSTMStack: Keras-equivalent math, PyTorch initialisation, packed-sequence padding, XLA."""
+"""LSTM / LSTMStack: Keras-equivalent math, PyTorch initialisation, packed-sequence padding, XLA, loop vs cuDNN."""
 
 import math
 
@@ -6,11 +6,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from graph_helpers import loops, traced_op_types
 
-from tflatent.layers.lstm import LSTM, LSTMStack
+from tflatent.layers.lstm import LSTM, LSTMStack, keras_rnn, resolve_impl
 
 B, T, F, H = 3, 6, 4, 5
 LENGTHS = [6, 3, 1]
+IMPLS = ["loop", "cudnn"]  # on this CPU, "cudnn" runs Keras's generic masked loop (what cuDNN computes)
 
 
 def inputs(*shape, seed=0):
@@ -29,9 +31,10 @@ def copy_weights(cell, keras_lstm):
     return keras_lstm
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("backward", [False, True])
-def test_one_layer_matches_keras_lstm_with_the_same_weights(backward):
-    layer = stack(num_layers=1)
+def test_one_layer_matches_keras_lstm_with_the_same_weights(backward, impl):
+    layer = stack(num_layers=1, impl=impl)
     cell = layer.cells[0][1 if backward else 0]
     reference = copy_weights(cell, keras.layers.LSTM(H, return_sequences=True, go_backwards=backward))
     x = inputs(B, T, F)
@@ -40,8 +43,9 @@ def test_one_layer_matches_keras_lstm_with_the_same_weights(backward):
     np.testing.assert_allclose(ours, theirs[:, ::-1] if backward else theirs, atol=1e-6)
 
 
-def test_padding_never_leaks_each_sequence_alone_gives_the_same_outputs():
-    layer = stack()
+@pytest.mark.parametrize("impl", IMPLS)
+def test_padding_never_leaks_each_sequence_alone_gives_the_same_outputs(impl):
+    layer = stack(impl=impl)
     x = inputs(B, T, F)
     forward, backward = layer(x, mask=tf.sequence_mask(LENGTHS, T))
     for b, length in enumerate(LENGTHS):
@@ -52,8 +56,9 @@ def test_padding_never_leaks_each_sequence_alone_gives_the_same_outputs():
         np.testing.assert_array_equal(backward[b, length:], 0.0)
 
 
-def test_garbage_in_padding_changes_nothing_and_gets_no_gradient():
-    layer = stack()
+@pytest.mark.parametrize("impl", IMPLS)
+def test_garbage_in_padding_changes_nothing_and_gets_no_gradient(impl):
+    layer = stack(impl=impl)
     x = inputs(B, T, F)
     mask = tf.sequence_mask(LENGTHS, T)
     garbage = tf.where(mask[..., None], x, 1e3 * inputs(B, T, F, seed=5))
@@ -67,8 +72,9 @@ def test_garbage_in_padding_changes_nothing_and_gets_no_gradient():
     assert np.all(np.abs(grad.numpy()[mask.numpy()]).sum(-1) > 0.0)
 
 
-def test_samples_with_a_shared_context_equal_concatenated_inputs():
-    layer = stack(features=F - 2, context=2)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_samples_with_a_shared_context_equal_concatenated_inputs(impl):
+    layer = stack(features=F - 2, context=2, impl=impl)
     x, context = inputs(4, B, T, F - 2), inputs(B, T, 2, seed=1)
     mask = tf.sequence_mask(LENGTHS, T)
     forward, backward = layer(x, mask=mask, context=context)
@@ -79,8 +85,9 @@ def test_samples_with_a_shared_context_equal_concatenated_inputs():
         np.testing.assert_allclose(backward[s], alone[1], atol=1e-6)
 
 
-def test_step_by_step_equals_the_parallel_pass_from_an_initial_state():
-    layer = stack(bidirectional=False, features=F - 1, context=1)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_step_by_step_equals_the_parallel_pass_from_an_initial_state(impl):
+    layer = stack(bidirectional=False, features=F - 1, context=1, impl=impl)
     x, context = inputs(B, T, F - 1), inputs(B, T, 1, seed=1)
     state = [(inputs(B, H, seed=2 + i), inputs(B, H, seed=4 + i)) for i in range(2)]
     parallel = layer(x, context=context, initial_state=state).numpy()
@@ -163,8 +170,9 @@ def test_context_projection_is_the_dense_product(kind):
     np.testing.assert_allclose(*(tape.gradient(loss, cell.kernel) for loss in losses), atol=1e-6)
 
 
-def test_every_weight_gets_a_finite_nonzero_gradient():
-    layer = stack(dropout_between_layers=0.3, context=2)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_every_weight_gets_a_finite_nonzero_gradient(impl):
+    layer = stack(dropout_between_layers=0.3, context=2, impl=impl)
     x = inputs(2, B, T, F)
     with tf.GradientTape() as tape:
         forward, backward = layer(x, mask=tf.sequence_mask(LENGTHS, T), context=inputs(B, T, 2),
@@ -177,8 +185,9 @@ def test_every_weight_gets_a_finite_nonzero_gradient():
         assert np.any(grad.numpy() != 0.0), variable.path
 
 
-def test_compiles_under_xla_with_the_same_values_and_gradients():
-    layer = stack(context=2)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_compiles_under_xla_with_the_same_values_and_gradients(impl):
+    layer = stack(context=2, impl=impl)  # cudnn: XLA cannot compile cuDNN; Keras's generic loop instead
     x, context, mask = inputs(B, T, F), inputs(B, T, 2, seed=1), tf.sequence_mask(LENGTHS, T)
 
     def run(x, context, mask):
@@ -222,7 +231,89 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_config_round_trip():
-    layer = stack(num_layers=2, bidirectional=True, dropout_between_layers=0.1, init="keras")
+    layer = stack(num_layers=2, bidirectional=True, dropout_between_layers=0.1, init="keras", impl="cudnn")
     copy = LSTMStack.from_config(layer.get_config())
-    assert (copy.units, copy.num_layers, copy.bidirectional, copy.dropout_between_layers, copy.init) == \
-        (H, 2, True, 0.1, "keras")
+    assert (copy.units, copy.num_layers, copy.bidirectional, copy.dropout_between_layers, copy.init,
+            copy.impl) == (H, 2, True, 0.1, "keras", "cudnn")
+
+
+# ---------------------------------------------------------------- loop vs cuDNN (model.lstm_impl)
+def twin_stacks(bidirectional, context):
+    """A "loop" and a "cudnn" stack over the same weights."""
+    loop = stack(bidirectional=bidirectional, context=context, impl="loop")
+    cudnn = stack(bidirectional=bidirectional, context=context, impl="cudnn")
+    cudnn.set_weights(loop.get_weights())
+    return loop, cudnn
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_loop_and_cudnn_give_the_same_outputs_and_gradients(bidirectional):
+    """With samples, a shared context, unequal lengths (one of them 0) and, one-way, an initial state."""
+    loop, cudnn = twin_stacks(bidirectional, context=2)
+    x, context = inputs(2, B, T, F), inputs(B, T, 2, seed=1)
+    mask = tf.sequence_mask([6, 2, 0], T)
+    state = None if bidirectional else [(inputs(2 * B, H, seed=2 + i), inputs(2 * B, H, seed=4 + i))
+                                        for i in range(2)]
+    weights = inputs(2, B, T, H * (2 if bidirectional else 1), seed=6)
+    results = []
+    for layer in (loop, cudnn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, mask=mask, context=context, initial_state=state, training=True)
+            outputs = tf.concat(outputs, axis=-1) if bidirectional else outputs
+            loss = tf.reduce_sum(outputs * weights)
+        results.append((outputs, tape.gradient(loss, [x, *layer.trainable_variables])))
+    (loop_outputs, loop_grads), (cudnn_outputs, cudnn_grads) = results
+    np.testing.assert_allclose(cudnn_outputs, loop_outputs, rtol=1e-5, atol=1e-6)
+    assert np.all(cudnn_outputs.numpy()[:, 2] == 0.0)  # the empty sequence
+    assert len(cudnn_grads) == len(loop_grads) == 1 + 3 * len(loop.cells) * len(loop.cells[0])
+    for a, b in zip(cudnn_grads, loop_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_cudnn_traced_for_a_gpu_is_one_cudnn_op_per_layer_direction_and_no_loop(bidirectional):
+    _, cudnn = twin_stacks(bidirectional, context=2)
+    directions = 2 if bidirectional else 1
+
+    def loss_and_gradients(x, context, lengths):
+        with tf.GradientTape() as tape:
+            outputs = cudnn(x, mask=tf.sequence_mask(lengths, tf.shape(x)[2]), context=context, training=True)
+            loss = tf.reduce_sum(tf.concat(outputs, axis=-1) if bidirectional else outputs)
+        return tape.gradient(loss, cudnn.trainable_variables)
+
+    specs = (tf.TensorSpec([2, None, None, F]), tf.TensorSpec([None, None, 2]), tf.TensorSpec([None], tf.int32))
+    gpu = traced_op_types(loss_and_gradients, *specs, device="/GPU:0")
+    assert gpu["CudnnRNNV3"] == gpu["CudnnRNNBackpropV3"] == 2 * directions
+    assert loops(gpu) == 0
+    cpu = traced_op_types(loss_and_gradients, *specs)  # Keras's generic loop: forward and backward
+    assert "CudnnRNNV3" not in cpu and loops(cpu) == 2 * 2 * directions
+
+
+def test_every_layer_direction_meets_kerass_cudnn_conditions():
+    """Keras's own check of an LSTM's arguments (``cudnn_ok`` without its GPU test) on each cell."""
+    layer = stack(impl="cudnn")
+    assert layer.implementation == "cudnn"
+    for cell in (cell for directions in layer.cells for cell in directions):
+        assert keras_rnn._do_lstm_arguments_support_cudnn(
+            activation=cell.activation, recurrent_activation=cell.recurrent_activation, unroll=cell.unroll,
+            use_bias=cell.use_bias)
+        assert not cell.recurrent_dropout  # keras.layers.LSTM's other condition
+
+
+def test_auto_is_the_loop_without_a_gpu_and_bad_settings_name_the_config_field():
+    assert not tf.config.get_visible_devices("GPU")  # this test describes a CPU-only machine
+    assert resolve_impl("auto") == "loop" and stack(impl="auto").implementation == "loop"
+    assert resolve_impl("cudnn") == "cudnn" and resolve_impl("loop") == "loop"
+    with pytest.raises(ValueError, match="model.lstm_impl"):
+        LSTMStack(H, impl="cuda")
+
+
+def test_the_sparse_context_product_is_taken_on_a_cpu_only():
+    cell = LSTM(H)
+    cell.build((None, F + 8))
+    context = tf.TensorSpec([None, None, 8])
+    assert traced_op_types(cell.project_context, context)["SparseMatMul"] == 1
+    for device in ("/GPU:0", "/TPU:0"):
+        assert "SparseMatMul" not in traced_op_types(cell.project_context, context, device=device)
+    assert "SparseMatMul" not in traced_op_types(cell.project_context, context, jit_compile=True)

@@ -504,6 +504,9 @@ def _keras_lstm(cell, inputs, mask, state, target, go_backwards):
             inputs, state[0], state[1], kernel, recurrent_kernel, bias, mask, time_major=False,
             go_backwards=go_backwards, return_sequences=True)
     else:
+        if mask is not None:  # the check cuDNN's path makes, so that a run fails here where it would there
+            keras_rnn._assert_valid_mask(mask)
+
         def step(x_t, states):
             h, c, _ = _cell(tf.matmul(x_t, kernel) + tf.matmul(states[0], recurrent_kernel) + bias, states[1])
             return h, [h, c]

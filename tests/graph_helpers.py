@@ -1,0 +1,33 @@
+"""What a traced function runs: op types of its graph and of every function it calls."""
+
+from __future__ import annotations
+
+import collections
+
+import tensorflow as tf
+
+
+def traced_op_types(fn, *args, device=None, jit_compile=False):
+    """Counter of op types in ``tf.function(fn)`` traced on ``args`` (tensors or TensorSpecs).
+
+    The count covers the function library too (``tf.while_loop`` bodies, ``tf.cond`` branches, gradient
+    functions). ``device`` (e.g. "/GPU:0") is entered inside the traced function, so that layers that
+    choose kernels by device at trace time (``tflatent.layers.placement``) see it; nothing runs, so a
+    GPU's graph can be inspected on a machine without one. ``jit_compile`` traces it for XLA.
+    """
+    def traced(*inner):
+        if device is None:
+            return fn(*inner)
+        with tf.device(device):
+            return fn(*inner)
+
+    graph_def = tf.function(traced, jit_compile=jit_compile).get_concrete_function(*args).graph.as_graph_def()
+    counts = collections.Counter(node.op for node in graph_def.node)
+    for function in graph_def.library.function:
+        counts.update(node.op for node in function.node_def)
+    return counts
+
+
+def loops(counts):
+    """How many while loops a ``traced_op_types`` counter holds."""
+    return sum(n for op, n in counts.items() if op in ("While", "StatelessWhile"))
