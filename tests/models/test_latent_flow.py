@@ -4,8 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from graph_helpers import loops, traced_op_types
 
 from tflatent import config as config_lib
+from tflatent.layers.lstm import LSTMStack, keras_rnn
 from tflatent.models.latent_flow import LatentFlowModel
 from tflatent.models.registry import build_model
 
@@ -176,3 +178,92 @@ def test_paper_size_parameter_counts_match_the_reference(name, vocab, music, max
         expected -= config.model.embedding_size + 1
     assert abs(count - reference) / reference < 0.005
     assert count == expected, (count, expected, reference)
+
+
+# ---------------------------------------------------------------- model.lstm_impl: loop vs cudnn
+def bucketed_batch(bundle, batch_size=4, max_steps=60):
+    """The first seed-0 training batch (bucketed by length) with unequal lengths of at most max_steps."""
+    for x, lengths in bundle.batches("train", training=True, batch_size=batch_size, seed=0):
+        if len(set(lengths.numpy())) > 1 and max(lengths.numpy()) <= max_steps:
+            return x, lengths
+    raise AssertionError("no bucketed batch with unequal lengths")
+
+
+def lstm_stacks(model):
+    return [layer for layer in model._flatten_layers() if isinstance(layer, LSTMStack)]
+
+
+def impl_figures(model, x, lengths):
+    """Per-step terms, per-sequence ELBO and IS NLL at fixed seeds, and the ELBO's gradients (eagerly:
+    cheaper than tracing for one call)."""
+    with tf.GradientTape() as tape:
+        recon, kl = model.step_terms(x, lengths, 2, training=True, seed=7)  # [S, B, T] each
+        elbo = tf.reduce_mean(tf.reduce_sum(recon + kl, axis=-1), axis=0) - model.length_log_prob(lengths)
+        loss = tf.reduce_mean(elbo / (tf.cast(lengths, tf.float32) + 1.0))
+    nll = -model.log_likelihood(x, lengths, num_samples=3, chunk=3, seed=5)
+    return recon, kl, elbo, nll, tape.gradient(loss, model.trainable_variables)
+
+
+def assert_same_figures(ours, theirs):
+    *values, grads = ours
+    *their_values, their_grads = theirs
+    for a, b in zip(values, their_values):  # per-step terms (zero at padding), ELBO, IS NLL
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(tf.reduce_max(tf.abs(b))))
+    assert len(grads) == len(their_grads) > 20
+    for a, b in zip(grads, their_grads):
+        a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(tf.reduce_max(tf.abs(b))))
+
+
+@pytest.mark.parametrize("dataset,prior", [("ptb", "af_scf"), ("jsb", "af_af")])
+def test_loop_and_cudnn_agree_on_real_batches_and_checkpoints_cross_both_ways(
+        dataset, prior, ptb_bundle, jsb_bundle, tmp_path):
+    """Same per-step terms, ELBO and IS NLL (1e-5) and ELBO gradients (1e-4) from one checkpoint.
+
+    On this CPU "cudnn" runs Keras's generic masked loop, which computes what cuDNN computes.
+    PTB keeps the paper's one-hot position features (the CPU's sparse product in "loop").
+    """
+    bundle = ptb_bundle if dataset == "ptb" else jsb_bundle
+    sizes = dict(dropout_locations=[], elbo_samples=1)
+    if dataset == "ptb":
+        sizes.update(position_encoding="onehot")
+    x, lengths = bucketed_batch(bundle)
+    models = [tiny_model(bundle, prior, seed=seed, lstm_impl=impl, **sizes)
+              for seed, impl in enumerate(("loop", "cudnn", "loop"))]
+    for model, impl in zip(models, ("loop", "cudnn", "loop")):
+        assert {stack.implementation for stack in lstm_stacks(model)} == {impl}
+    figures = impl_figures(models[0], x, lengths)
+    for saved, loaded in zip(models[:2], models[1:]):  # loop → cudnn, then cudnn → loop
+        path = str(tmp_path / f"{saved.name}.weights.h5")
+        saved.save_weights(path)
+        loaded.load_weights(path)
+        loaded_figures = impl_figures(loaded, x, lengths)
+        assert_same_figures(loaded_figures, figures)
+        figures = loaded_figures
+
+
+@pytest.mark.parametrize("name,vocab,music,max_time", [("ptb_af_scf.yaml", 51, False, 288),
+                                                        ("jsb_chorales_af_af.yaml", 88, True, 180)])
+def test_paper_size_cudnn_models_are_kerass_cudnn_lstms_and_train_without_loops(name, vocab, music, max_time):
+    """Every whole-sequence LSTM passes Keras's cuDNN argument check, and the training step traced for a GPU
+    runs each layer-direction as one CudnnRNNV3 op (forward) and one CudnnRNNBackpropV3 (backward) and
+    holds no while loop at all: none in q(z|x) (4 layer-directions), p(x|z) (4) or the AF prior's
+    density (2). The traced graph is inspected, not run (this machine has no GPU)."""
+    config = config_lib.load(f"configs/{name}", ["model.lstm_impl=cudnn"])
+    model = build_model(config, _Sizes(vocab, music, max_time))
+    stacks = lstm_stacks(model)
+    assert {stack.name for stack in stacks} == {"bilstm", "lstm"} and len(stacks) == 3
+    cells = [cell for stack in stacks for directions in stack.cells for cell in directions]
+    assert len(cells) == 10 and {stack.implementation for stack in stacks} == {"cudnn"}
+    for cell in cells:
+        assert keras_rnn._do_lstm_arguments_support_cudnn(
+            activation=cell.activation, recurrent_activation=cell.recurrent_activation, unroll=cell.unroll,
+            use_bias=cell.use_bias)
+        assert not cell.recurrent_dropout
+    model.compile(optimizer=keras.optimizers.Adam())
+    model.optimizer.build(model.trainable_variables)
+    x = tf.TensorSpec([None, None, vocab], tf.float32) if music else tf.TensorSpec([None, None], tf.int32)
+    lengths = tf.TensorSpec([None], tf.int32)
+    ops = traced_op_types(lambda x, lengths: model.train_step((x, lengths)), x, lengths, device="/GPU:0")
+    assert ops["CudnnRNNV3"] == ops["CudnnRNNBackpropV3"] == len(cells)
+    assert loops(ops) == 0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 import tensorflow as tf
+from graph_helpers import loops, traced_op_types
 
 from tflatent.models.lstm_baseline import LSTMBaseline
 
@@ -257,3 +258,28 @@ def test_one_step_under_a_two_replica_mirrored_strategy_equals_one_device():
     A fresh process, because the CPU must be split into two logical devices before TF starts."""
     result = subprocess.run([sys.executable, "-c", MIRRORED_CHECK], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_loop_and_cudnn_give_the_same_likelihood_and_gradients_and_cudnn_trains_without_a_loop():
+    """model.lstm_impl: the same weights give the same log p(x, T) and gradients; the training step traced
+    for a GPU runs each layer as one cuDNN op. Generation steps the same variables with either."""
+    loop, cudnn = baseline(lstm_impl="loop"), baseline(lstm_impl="cudnn")
+    cudnn.set_weights(loop.get_weights())
+    results = []
+    for model in (loop, cudnn):
+        with tf.GradientTape() as tape:
+            log_likelihood = model.log_likelihood(X, LENGTHS)
+        grads = tape.gradient(tf.reduce_sum(log_likelihood), model.trainable_variables)
+        results.append((log_likelihood, grads))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    for a, b in zip(results[1][1], results[0][1]):  # None for the output layer's unused weights alike
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(cudnn.generate(LENGTHS, seed=3)[0], loop.generate(LENGTHS, seed=3)[0])
+
+    cudnn.compile(optimizer=keras.optimizers.SGD(1.0))
+    cudnn.optimizer.build(cudnn.trainable_variables)
+    specs = tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)
+    ops = traced_op_types(lambda x, lengths: cudnn.train_step((x, lengths)), *specs, device="/GPU:0")
+    assert ops["CudnnRNNV3"] == ops["CudnnRNNBackpropV3"] == 2 and loops(ops) == 0

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from flow_helpers import randomize_weights
+from graph_helpers import loops, traced_op_types
 
 from tflatent.layers.position import PositionFeatures
 from tflatent.priors import TimeFlowPrior
@@ -146,3 +147,22 @@ def test_both_directions_compile_with_xla(time_flow, hidden_flow):
 def test_iaf_with_an_af_hidden_flow_is_refused():
     with pytest.raises(ValueError, match="scf"):
         TimeFlowPrior(Z, PositionFeatures(MAX_T), time_flow="iaf", hidden_flow="af")
+
+
+def test_iaf_sampling_context_with_cudnn_equals_the_loop_and_is_one_cudnn_op_per_layer():
+    """model.lstm_impl for the IAF prior's parallel direction (sampling); its density steps the same cells."""
+    loop = make_prior("iaf", "scf", "nlsq")
+    tf.keras.utils.set_random_seed(0)
+    cudnn = TimeFlowPrior(Z, PositionFeatures(MAX_T), time_flow="iaf", hidden_flow="scf", transform="nlsq",
+                          rnn_units=8, rnn_layers=2, hidden_flow_layers=3, hidden_flow_units=8, dropout=0.0,
+                          lstm_impl="cudnn")
+    cudnn.build()
+    cudnn.set_weights(loop.get_weights())
+    eps = tf.random.normal([2, 3, 7, Z], seed=2)
+    for a, b in zip(cudnn.sample_from_noise(eps, LENGTHS), loop.sample_from_noise(eps, LENGTHS)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    z = cudnn.sample_from_noise(eps, LENGTHS)[0]
+    np.testing.assert_allclose(cudnn.log_prob(z, LENGTHS), loop.log_prob(z, LENGTHS), rtol=1e-5, atol=1e-6)
+    ops = traced_op_types(cudnn.sample_from_noise, tf.TensorSpec([None, None, None, Z]),
+                          tf.TensorSpec([None], tf.int32), device="/GPU:0")
+    assert ops["CudnnRNNV3"] == 2 and loops(ops) == 0
