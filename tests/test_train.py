@@ -227,3 +227,22 @@ def test_a_damaged_data_file_is_one_line_naming_it_and_exit_2(tmp_path, data_dir
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and expected in errors[0], err[-3000:]
     assert "Traceback" not in err and not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_training_run_prints_no_deprecation_warning_of_tensorflows_own(data_dir, tfds_dir, tmp_path):
+    """A real (tiny) PTB AF/AF run, one-hot positions (the CPU's sparse product), a step, validation and the
+    IS NLL, in a fresh process (TensorFlow logs each deprecation once per process), Python warnings on."""
+    tiny = ["model.hidden_size=8", "model.embedding_size=8", "model.z_size=4", "model.prior_rnn_units=8",
+            "model.hidden_flow_units=8", "data.train_limit=4", "data.eval_limit=4", "data.batch_size=4",
+            "data.eval_batch_size=4", "train.epochs=1", "train.nll_every=1", "train.nll_samples=2",
+            "train.nll_chunk=2", "train.elbo_samples=1", "train.verbose=0", f"data.data_dir={data_dir}",
+            f"data.tfds_dir={tfds_dir}"]
+    command = [sys.executable, "-W", "default", "-m", "tflatent.train", "--config",
+               os.path.join(REPO, "configs", "ptb_af_af.yaml"), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(command + [arg for item in tiny for arg in ("--set", item)], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    own = [line for line in output.splitlines()
+           if "deprecat" in line.lower() and ("tensorflow/python" in line or "(from tensorflow." in line)]
+    assert not own, "\n".join(own)
