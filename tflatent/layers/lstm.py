@@ -378,10 +378,11 @@ class LSTMStack(keras.layers.Layer):
                 ["LSTMStack: the mask must be right-padded (True on each sequence's first L steps, then "
                  "False); build it with tf.sequence_mask(lengths, T)"])
         run = self._call_keras if self.implementation == "cudnn" else self._call_loop
-        outputs = [h if has_samples else h[0] for h in run(inputs, lengths, context, initial_state, training)]
+        outputs = [h if has_samples else h[0]
+                   for h in run(inputs, lengths, context, initial_state, training, compiled)]
         return tuple(outputs) if self.bidirectional else outputs[0]
 
-    def _call_loop(self, inputs, lengths, context, initial_state, training):
+    def _call_loop(self, inputs, lengths, context, initial_state, training, compiled):
         """"loop": inputs [S, B, T, F], lengths [B] or None → the top layer's [S, B, T, H] per direction."""
         shape = tf.shape(inputs)
         num_samples, batch, num_steps = shape[0], shape[1], shape[2]
@@ -415,8 +416,11 @@ class LSTMStack(keras.layers.Layer):
             h = _reverse(h, lengths)
         return h if valid is None else tf.where(valid, h, tf.zeros_like(h))
 
-    def _call_keras(self, inputs, lengths, context, initial_state, training):
-        """The "cudnn" implementation: as ``_call_loop``, each layer-direction one ``_keras_lstm`` call."""
+    def _call_keras(self, inputs, lengths, context, initial_state, training, compiled):
+        """The "cudnn" implementation: as ``_call_loop``, each layer-direction one ``_keras_lstm`` call.
+
+        ``compiled`` is the loop's XLA switch; a cuDNN call is one kernel already, so it is not used here.
+        """
         shape = tf.shape(inputs)
         num_samples, batch, num_steps = shape[0], shape[1], shape[2]
         if context is not None:  # [S, B, T, F + C]: every sample reads its sequence's context
