@@ -50,6 +50,9 @@ def emission_distribution(logits, music):
 class EmissionNetwork(keras.layers.Layer):
     """p(x | z): (z, lengths) → logits [S, B, T, V]; ``log_prob`` and ``decode`` on top.
 
+    Under a mixed-precision policy the BiLSTM and the projections compute in the compute dtype and
+    the logits (so log p(x_t | z)) are in the variable dtype (float32).
+
     Args:
       vocab_size: V, token ids (text) or 88 (music).
       z_size: Z.
@@ -128,9 +131,8 @@ class EmissionNetwork(keras.layers.Layer):
         """(z [S, B, T, Z] or [B, T, Z], lengths [B]) → logits [S, B, T, V] (or [B, T, V])."""
         features = self.features(z, lengths, training=training, compiled=compiled)
         h = self.output_dropout(self.projection(features), training=training)
-        if self.embedding is None:
-            return self.output_layer(h)
-        return self.embedding.reverse(h) + self.output_bias
+        logits = self.output_layer(h) if self.embedding is None else self.embedding.reverse(h) + self.output_bias
+        return tf.cast(logits, self.dtype_policy.variable_dtype)  # float32 under mixed precision
 
     def log_prob(self, x, z, lengths, training=False):
         """log p(x_t | z) per step: x [B, T] (or [B, T, V]) against z [S, B, T, Z] → [S, B, T], 0 at padding."""

@@ -129,7 +129,8 @@ class LSTMBaseline(SequenceModel):
         states = self.rnn(self.embedding(x, training=training), mask=tf.sequence_mask(lengths, num_steps),
                           context=self.position(lengths, num_steps, shift=1), training=training)
         outputs = tf.concat([tf.zeros_like(states[:, :1]), states[:, :-1]], axis=1)  # o_t = s_{t−1}
-        return self._logits(self.output_dropout(outputs, training=training))
+        logits = self._logits(self.output_dropout(outputs, training=training))
+        return tf.cast(logits, self.dtype_policy.variable_dtype)  # float32 under mixed precision
 
     # ------------------------------------------------------------------ likelihood
     def sequence_log_prob(self, x, lengths, training=False):

@@ -71,8 +71,9 @@ class HiddenFlow(keras.layers.Layer):
       context_dim: C, the size of the context (0: unconditional).
       transform: "nlsq" or "affine" (the "− NLSq" ablation).
       **kwargs: Keras layer arguments. The conditioners take this layer's dtype policy: under a
-        mixed-precision global policy pass ``dtype="float32"``, since the NLSq log-slope has no
-        epsilon and wants float32 (``dtype="float64"`` gives a float64 flow).
+        mixed-precision global policy pass ``dtype="float32"`` (``TimeFlowPrior`` does), since the
+        NLSq log-slope has no epsilon and wants float32 (``dtype="float64"`` gives a float64 flow).
+        The context is cast to the layer's compute dtype.
     """
 
     kind = None  # the config's name for the subclass (model.hidden_flow)
@@ -145,7 +146,7 @@ class HiddenFlow(keras.layers.Layer):
             raise ValueError(f"HiddenFlow {self.name!r} expects a context of shape "
                              f"[..., {self.context_dim}], got {context.shape}; set context_dim to the "
                              "context's width.")
-        return context
+        return tf.cast(context, self.compute_dtype)  # e.g. a mixed-precision LSTM's bfloat16 output
 
     def _check_event(self, x):
         x = tf.convert_to_tensor(x)

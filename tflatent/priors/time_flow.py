@@ -39,8 +39,25 @@ from tflatent.priors.hidden_flow import make_hidden_flow, standard_normal_log_pr
 from tflatent.seeds import stateless_seed
 
 
+def flow_policy(policy):
+    """The dtype policy of the hidden flow under the prior's ``policy``: its variable dtype when the
+    policy is mixed (``mixed_float16``/``mixed_bfloat16`` → ``float32``), else ``policy`` itself.
+
+    Under mixed precision the LSTMs and dense layers compute in float16/bfloat16, but the flow (its
+    conditioners, NLSq's log-slope without an epsilon, the cubic root) and every log-density stay in
+    float32; the flow casts its context to float32 on entry.
+    """
+    if policy.compute_dtype != policy.variable_dtype:
+        return keras.DTypePolicy(policy.variable_dtype)
+    return policy
+
+
 class TimeFlowPrior(keras.layers.Layer):
     """p(z_1..z_T | T) as an AF-in-time, IAF-in-time or time-independent flow.
+
+    Under a mixed-precision policy the time LSTM and the initial-state network compute in the
+    policy's compute dtype and the hidden flow in float32 (:func:`flow_policy`); z, ε and the
+    per-step log densities are float32.
 
     Args:
       z_size: H, the size of each z_t.
@@ -77,7 +94,8 @@ class TimeFlowPrior(keras.layers.Layer):
         self.flow = make_hidden_flow(hidden_flow, dim=z_size, context_dim=context_dim,
                                      num_layers=hidden_flow_layers, hidden_layers=hidden_flow_hidden_layers,
                                      hidden_units=hidden_flow_units, transform=transform,
-                                     dropout=hidden_flow_dropout, name="hidden_flow")
+                                     dropout=hidden_flow_dropout, dtype=flow_policy(self.dtype_policy),
+                                     name="hidden_flow")
         if time_flow != "none":
             # The initial (h, c) of every LSTM layer from pos_0 (reference: 2·max_T → U → ReLU →
             # layers·U·2, laid out [layer][unit][h/c]).
@@ -135,16 +153,21 @@ class TimeFlowPrior(keras.layers.Layer):
         # [T, ...] buffer per step.
         elems_ta = tf.TensorArray(elems.dtype, size=num_steps).unstack(elems_tm)
         pos_gates_ta = tf.TensorArray(pos_gates.dtype, size=num_steps).unstack(pos_gates)
+        # The step runs outside Keras's autocast scope, in the dtype of its gates; under mixed precision
+        # the initial states (from a layer call) come in the compute dtype.
+        initial_states = [tuple(tf.cast(s, pos_gates.dtype) for s in state)
+                          for state in self._initial_states(lengths, num_samples)]
 
         def body(t, states, ys, log_probs):
             context = self.drop(states[-1][0], training=training)  # the top layer's h
             y_t, log_prob_t = step_fn(elems_ta.read(t), context)
-            _, states = self.rnn.step(y_t, states, context_gates=pos_gates_ta.read(t), training=training)
+            _, states = self.rnn.step(tf.cast(y_t, pos_gates.dtype), states, context_gates=pos_gates_ta.read(t),
+                                      training=training)
             return t + 1, states, ys.write(t, y_t), log_probs.write(t, log_prob_t)
 
         _, _, ys, log_probs = tf.while_loop(
             lambda t, *_: t < num_steps, body,
-            (tf.constant(0), self._initial_states(lengths, num_samples),
+            (tf.constant(0), initial_states,
              tf.TensorArray(elems.dtype, size=num_steps), tf.TensorArray(elems.dtype, size=num_steps)),
             maximum_iterations=num_steps)
         ys = tf.transpose(ys.stack(), [1, 0, 2])  # [S·N, T, H]
