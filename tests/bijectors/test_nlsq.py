@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tflatent.bijectors import NLSq
+from tflatent.bijectors import nlsq
 from tflatent.bijectors.nlsq import NLSQ_C_BOUND, _depressed_cubic_root
 
 NUM_DRAWS = 100_000
@@ -162,3 +163,60 @@ def test_validate_args_rejects_a_non_invertible_c():
 def test_raw_params_with_the_wrong_last_axis_are_rejected():
     with pytest.raises(ValueError, match=r"\[\.\.\., D, 5\]"):
         NLSq.from_raw_params(tf.zeros([3, 4]))
+
+
+def raw_parameter_grid(seed=0):
+    """Raw parameters over the range ``from_raw_params`` maps (b, d ∈ [e^−4, e^4]), with near-degenerate ones.
+
+    r1, r3 ~ U(−10, 10); r2 ~ U(−20, 20), so that tanh(0.3·r2) = ±1 to float32 precision (|k| at the
+    bound: the slope's minimum 0.0325·b) for a quarter of the draws; a, g ~ U(−20, 20); ε ~ U(−60, 60).
+    A tenth of the draws put w = d(ε − a)/b + g at ±√3 (p = 0, where the closed form changes branch).
+    """
+    rng = np.random.default_rng(seed)
+    raw = np.stack([rng.uniform(-20, 20, NUM_DRAWS), rng.uniform(-10, 10, NUM_DRAWS),
+                    rng.uniform(-20, 20, NUM_DRAWS), rng.uniform(-10, 10, NUM_DRAWS),
+                    rng.uniform(-20, 20, NUM_DRAWS)], axis=-1)
+    eps = rng.uniform(-60.0, 60.0, NUM_DRAWS)
+    b, d = np.exp(0.4 * raw[:, 1]), np.exp(0.4 * raw[:, 3])
+    at_branch = rng.random(NUM_DRAWS) < 0.1
+    w = np.sqrt(3.0) * rng.choice([-1.0, 1.0], NUM_DRAWS) * (1.0 + rng.uniform(-1e-6, 1e-6, NUM_DRAWS))
+    eps = np.where(at_branch, raw[:, 0] + (w - raw[:, 4]) * b / d, eps)
+    return raw, eps
+
+
+@pytest.mark.parametrize("solver", ["float32", "float64"])
+def test_forward_then_inverse_round_trips_to_the_stated_bound(solver):
+    """The float32 solver (for TPUs) meets FLOAT32_ROUND_TRIP over the raw parameters' range."""
+    raw, eps = raw_parameter_grid()
+    bijector = NLSq.from_raw_params(tf.constant(raw, tf.float32), solver=solver)
+    assert bijector.solver == solver
+    z = bijector.forward(tf.constant(eps, tf.float32))
+    assert z.dtype == tf.float32 and np.isfinite(z.numpy()).all()
+    # ε of the float32 z, evaluated exactly (float64) from the float32 parameters: only the solver's error.
+    a, b, c, d, g = (tf.cast(t, tf.float64).numpy() for t in (bijector.a, bijector.b, bijector.c, bijector.d,
+                                                               bijector.g))
+    z64 = z.numpy().astype(np.float64)
+    eps_back = a + b * z64 + c / (1.0 + (d * z64 + g) ** 2)
+    eps32 = np.float32(eps).astype(np.float64)
+    error = np.abs(eps_back - eps32) / (1.0 + np.abs(eps32) + np.abs(a) + np.abs(c))
+    assert error.max() <= nlsq.FLOAT32_ROUND_TRIP, f"max relative error {error.max():.3g}"
+
+
+def test_the_float32_solver_has_the_float64_solvers_gradient():
+    raw, eps = raw_parameter_grid(seed=1)
+    raw, eps = tf.constant(raw[:2000], tf.float32), tf.constant(eps[:2000], tf.float32)
+    grads = {}
+    for solver in ("float32", "float64"):
+        with tf.GradientTape() as tape:
+            tape.watch([raw, eps])
+            z = NLSq.from_raw_params(raw, solver=solver).forward(eps)
+        grads[solver] = [g.numpy() for g in tape.gradient(z, [raw, eps])]
+    for g32, g64 in zip(grads["float32"], grads["float64"]):
+        assert np.isfinite(g32).all()
+        np.testing.assert_allclose(g32, g64, rtol=2e-3, atol=1e-3)  # float32 evaluation of the same formula
+
+
+def test_auto_picks_float64_off_a_tpu_and_bad_solvers_are_named():
+    assert NLSq.from_raw_params(tf.zeros([1, 5])).solver == "float64"
+    with pytest.raises(ValueError, match="solver='float16' is not allowed; choose one of"):
+        NLSq(0.0, 1.0, 0.0, 1.0, 0.0, solver="float16")

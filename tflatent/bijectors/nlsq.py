@@ -26,6 +26,17 @@ s³ + p·s + q = 0 has p = 1 − w²/3 and q = k − 2w/3 − 2w³/27, and exact
 (|q| ≥ 0.0488 wherever |p| is small, and r ≥ 1.014 whenever p < 0, so every branch is well
 conditioned; the |r − 1| + 1 guard of the reference is kept.) Gradients through ``forward`` are
 the implicit-function ones, exact on every branch, so sampling can be differentiated.
+
+``solver`` (one of ``SOLVERS``) says where the root is computed:
+
+* ``float64``: the closed form above in float64, cast back (the default wherever float64 exists).
+* ``float32``: for TPUs, which have no float64. The same closed form in float32, then
+  ``NEWTON_STEPS`` Newton steps on h(z) = a + b·z + c/(1 + (d·z + g)²) − ε in float32. The slope
+  h' ≥ 0.0325·b under the bound on c, so the steps converge quadratically from the closed form's
+  float32 start (and repair the digits z = (u − g)/d loses when u ≈ g); the result round-trips as ``inverse(forward(ε)) = ε`` to
+  ``FLOAT32_ROUND_TRIP`` · (1 + |ε| + |a| + |c|) (tests/bijectors/test_nlsq.py checks it over the raw
+  parameters ``from_raw_params`` allows, near-degenerate ones included).
+* ``auto``: ``float32`` inside a ``TPUStrategy``, else ``float64``.
 """
 
 import numpy as np
@@ -40,6 +51,11 @@ __all__ = ["NLSq"]
 # Bound of |c|·d/b: below 8√3/9 the map is monotone, the 0.05 keeps the slope away from 0 (§2.4).
 MONOTONE_C_BOUND = 8.0 * np.sqrt(3.0) / 9.0
 NLSQ_C_BOUND = MONOTONE_C_BOUND - 0.05
+SOLVERS = ("auto", "float64", "float32")
+NEWTON_STEPS = 2
+# inverse(forward(ε)) − ε of the float32 solver, relative to 1 + |ε| + |a| + |c| (the float32
+# rounding of evaluating ε = a + b·z + c/(1 + u²) is already ~1e−7 of that).
+FLOAT32_ROUND_TRIP = 1e-6
 # Below this |p| the depressed cubic is solved as s³ + q = 0; the neglected term shifts s by
 # |p|/(3∛q²) < 1e-13 relative, because |q| > 0.048 there.
 _P_ZERO = 1e-14
@@ -73,6 +89,24 @@ def _depressed_cubic_root(p, q):
     return s, grad
 
 
+def _newton(z, eps, a, b, c, d, g):
+    """``NEWTON_STEPS`` Newton steps on h(z) = a + b·z + c/(1 + (d·z + g)²) − ε from z (the float32 solver).
+
+    The steps are in z, not in u = d·z + g: going back from u to z cancels digits when u ≈ g, which
+    the steps repair. They are taken without gradient; the gradient of z is that of the closed form,
+    the implicit one (``_depressed_cubic_root``), which the steps do not change.
+    """
+    start = z
+    z = tf.stop_gradient(z)
+    for _ in range(NEWTON_STEPS):
+        u = d * z + g
+        v = 1.0 + tf.square(u)
+        residual = a + b * z + c / v - eps
+        slope = b - 2.0 * c * d * u / tf.square(v)
+        z = z - tf.stop_gradient(residual / slope)
+    return start + tf.stop_gradient(z - start)
+
+
 class NLSq(tfb.AutoCompositeTensorBijector):
     """Elementwise NLSq flow: ``inverse`` ε = a + b·z + c/(1 + (d·z + g)²), ``forward`` its inverse.
 
@@ -89,7 +123,7 @@ class NLSq(tfb.AutoCompositeTensorBijector):
 
     num_params = 5
 
-    def __init__(self, a, b, c, d, g, validate_args=False, name="nlsq"):
+    def __init__(self, a, b, c, d, g, solver="auto", validate_args=False, name="nlsq"):
         """Creates the bijector from constrained parameters.
 
         Args:
@@ -98,10 +132,14 @@ class NLSq(tfb.AutoCompositeTensorBijector):
           c: amplitude of the squared term, |c| < (8√3/9)·b/d for invertibility.
           d: scale of the squared term's argument, > 0.
           g: offset of the squared term's argument (f in docs/reference.md §2.4), any real.
+          solver: how ``forward`` solves the cubic: "float64", "float32" or "auto" (module docstring).
           validate_args: check b > 0, d > 0 and the bound on |c| at run time.
           name: name scope of the ops.
         """
         parameters = dict(locals())
+        if solver not in SOLVERS:
+            raise ValueError(f"NLSq solver={solver!r} is not allowed; choose one of {SOLVERS}")
+        self._solver = solver
         with tf.name_scope(name) as name:
             dtype = dtype_util.common_dtype([a, b, c, d, g], dtype_hint=tf.float32)
             self._a = tf.convert_to_tensor(a, dtype=dtype, name="a")
@@ -113,7 +151,7 @@ class NLSq(tfb.AutoCompositeTensorBijector):
                              parameters=parameters, name=name)
 
     @classmethod
-    def from_raw_params(cls, raw_params, validate_args=False, name="nlsq"):
+    def from_raw_params(cls, raw_params, solver="auto", validate_args=False, name="nlsq"):
         """Creates the bijector from unconstrained network outputs (``docs/reference.md`` §2.4).
 
         Args:
@@ -129,7 +167,7 @@ class NLSq(tfb.AutoCompositeTensorBijector):
         log_b = 0.4 * r1
         log_d = 0.4 * r3
         c = tf.tanh(0.3 * r2) * tf.exp(np.log(NLSQ_C_BOUND) + log_b - log_d)
-        return cls(r0, tf.exp(log_b), c, tf.exp(log_d), r4, validate_args=validate_args, name=name)
+        return cls(r0, tf.exp(log_b), c, tf.exp(log_d), r4, solver=solver, validate_args=validate_args, name=name)
 
     @classmethod
     def _parameter_properties(cls, dtype):
@@ -142,6 +180,13 @@ class NLSq(tfb.AutoCompositeTensorBijector):
                 default_constraining_bijector_fn=parameter_properties.BIJECTOR_NOT_IMPLEMENTED),
             d=tfp.util.ParameterProperties(default_constraining_bijector_fn=positive),
             g=tfp.util.ParameterProperties())
+
+    @property
+    def solver(self):
+        """"float64" or "float32": the precision ``forward`` solves the cubic in ("auto" resolved)."""
+        if self._solver != "auto":
+            return self._solver
+        return "float32" if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy) else "float64"
 
     @property
     def a(self):
@@ -179,15 +224,18 @@ class NLSq(tfb.AutoCompositeTensorBijector):
         return self._log_slope(y)
 
     def _forward(self, x):
-        eps, a, b, c, d, g = (tf.cast(t, tf.float64)
-                              for t in (x, self._a, self._b, self._c, self._d, self._g))
+        dtype = tf.float64 if self.solver == "float64" else tf.float32
+        eps, a, b, c, d, g = (tf.cast(t, dtype) for t in (x, self._a, self._b, self._c, self._d, self._g))
         w = d * (eps - a) / b + g
         k = c * d / b
         p = 1.0 - tf.square(w) / 3.0
         q = k - 2.0 * w / 3.0 - 2.0 * w ** 3 / 27.0
         shape = tf.broadcast_dynamic_shape(tf.shape(p), tf.shape(q))
         u = _depressed_cubic_root(tf.broadcast_to(p, shape), tf.broadcast_to(q, shape)) + w / 3.0
-        return tf.cast((u - g) / d, x.dtype)
+        z = (u - g) / d
+        if dtype == tf.float32:
+            z = _newton(z, eps, a, b, c, d, g)
+        return tf.cast(z, x.dtype)
 
     def _forward_log_det_jacobian(self, x):
         return -self._log_slope(self.forward(x))
