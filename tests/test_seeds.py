@@ -1,9 +1,10 @@
-"""stateless_seed: None draws fresh seeds, an int is reproducible, a [2] tensor passes through."""
+"""stateless_seed: None draws fresh seeds, an int is reproducible, a [2] tensor passes through; the derived
+per-replica step seeds and per-sequence seeds."""
 
 import numpy as np
 import tensorflow as tf
 
-from tflatent.seeds import stateless_seed
+from tflatent.seeds import replica_step_seed, sequence_seeds, stateless_seed
 
 
 def test_int_seeds_are_reproducible_and_distinct():
@@ -21,3 +22,22 @@ def test_a_tensor_seed_passes_through_as_int32():
     seed = stateless_seed(tf.constant([3, 4], tf.int64))
     assert seed.dtype == tf.int32
     np.testing.assert_array_equal(seed, [3, 4])
+
+
+def test_step_seeds_repeat_and_differ_by_step():
+    np.testing.assert_array_equal(replica_step_seed(3, 5), replica_step_seed(3, tf.constant(5, tf.int64)))
+    assert not np.array_equal(replica_step_seed(3, 5), replica_step_seed(3, 6))
+    assert not np.array_equal(replica_step_seed(3, 5), replica_step_seed(4, 5))
+
+
+def test_sequence_seeds_depend_on_the_sequence_only():
+    text = tf.constant([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9], [9, 6, 7, 0, 0]])
+    seeds = sequence_seeds(1, text, tf.constant([3, 5, 3])).numpy()
+    assert len({tuple(s) for s in seeds}) == 3  # content and length both count
+    alone = sequence_seeds(1, tf.constant([[5, 6, 7, 4]]), tf.constant([3])).numpy()  # other padding, batch
+    np.testing.assert_array_equal(alone[0], seeds[0])
+    assert not np.array_equal(sequence_seeds(2, text[:1], tf.constant([3])).numpy()[0], seeds[0])
+    frames = tf.cast(tf.random.stateless_uniform([2, 6, 88], seed=[0, 1]) < 0.2, tf.float32)
+    music = sequence_seeds(1, frames, tf.constant([4, 6])).numpy()
+    np.testing.assert_array_equal(sequence_seeds(1, frames[1:, :6], tf.constant([6])).numpy()[0], music[1])
+    np.testing.assert_array_equal(sequence_seeds(1, frames[:1, :4], tf.constant([4])).numpy()[0], music[0])

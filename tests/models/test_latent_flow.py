@@ -267,3 +267,17 @@ def test_paper_size_cudnn_models_are_kerass_cudnn_lstms_and_train_without_loops(
     ops = traced_op_types(lambda x, lengths: model.train_step((x, lengths)), x, lengths, device="/GPU:0")
     assert ops["CudnnRNNV3"] == ops["CudnnRNNBackpropV3"] == len(cells)
     assert loops(ops) == 0
+
+
+def test_each_sequences_importance_samples_are_its_own(jsb_bundle):
+    """The IS estimate of a sequence does not depend on its batch: what makes N replicas agree with one."""
+    model = tiny_model(jsb_bundle, "af_af")
+    x, lengths = first_batch(jsb_bundle, split="valid", batch_size=4, limit_steps=10)
+    lengths = tf.constant([10, 7, 10, 4])
+    whole = model.log_likelihood(x, lengths, num_samples=5, chunk=2, seed=3).numpy()
+    parts = [model.log_likelihood(x[i:j, :int(tf.reduce_max(lengths[i:j]))], lengths[i:j], num_samples=5,
+                                  chunk=2, seed=3).numpy()
+             for i, j in ((0, 1), (1, 3), (3, 4))]
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-5)
+    other = model.log_likelihood(x, lengths, num_samples=5, chunk=2, seed=4).numpy()
+    assert not np.allclose(other, whole, rtol=1e-5)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tflatent import config as config_lib
-from tflatent.models.latent_flow import LatentFlowModel, length_log_prob_table
+from tflatent.models.latent_flow import LatentFlowModel
 from tflatent.models.lstm_baseline import LSTMBaseline
 from tflatent.training import optimizers
 
@@ -41,8 +41,8 @@ def short_batches(bundle, batch_size=4, steps=16):
 
 def flow_model(bundle, time_flow, hidden_flow):
     keras.utils.set_random_seed(0)
-    model = LatentFlowModel(bundle.vocab_size, bundle.is_music, bundle.max_time,
-                            length_log_prob_table(bundle.length_prior, bundle.max_time), elbo_samples=2,
+    model = LatentFlowModel(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
+                            elbo_samples=2,
                             time_flow=time_flow, hidden_flow=hidden_flow, **SMALL)
     model.build()
     return model
@@ -99,9 +99,9 @@ def test_a_small_jsb_flow_model_trains_in_mixed_bfloat16_with_float32_flows(jsb_
 def test_the_lstm_baseline_trains_in_mixed_bfloat16(jsb_bundle):
     with policy("mixed_bfloat16"):
         keras.utils.set_random_seed(0)
-        model = LSTMBaseline(88, jsb_bundle.max_time, length_log_prob_table(jsb_bundle.length_prior,
-                             jsb_bundle.max_time), music=True, embedding_size=16, hidden_size=16, dropout=0.0,
-                             position_encoding="sinusoidal", position_encoding_size=8)
+        model = LSTMBaseline(88, jsb_bundle.max_time, jsb_bundle.length_prior.log_prob, music=True,
+                             embedding_size=16, hidden_size=16, dropout=0.0, position_encoding="sinusoidal",
+                             position_encoding_size=8)
         model.build()
         assert model.rnn.compute_dtype == "bfloat16"
         data = short_batches(jsb_bundle)

@@ -151,3 +151,43 @@ def test_two_workers_train_together_and_agree_on_the_weights(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["status"], summary["epochs_completed"], summary["replicas"]) == ("completed", 2, 2)
     assert not (tmp_path / "run" / "workers" / "1" / "checkpoints" / "best.weights.h5").exists()
+
+
+FLOW = os.path.join(TESTS, "training", "distributed_flow.py")
+
+
+def _figures(output):
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _assert_matches_one_device(figures, replicas, sequences):
+    assert (figures["status"], figures["replicas"], figures["sequences"]) == ("completed", replicas, sequences)
+    assert figures["val_nll"] == pytest.approx(figures["one_nll"], rel=1e-5)
+    assert figures["val_loss"] == pytest.approx(figures["one_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_flow_model_trains_and_validates_mirrored_over_three_cpus_on_an_uneven_split(tmp_path):
+    """7 validation chorales in global batches of 6: shares 2/2/2, then 1/0/0 (an empty replica)."""
+    done = _run([sys.executable, FLOW, "mirrored", str(tmp_path / "run"), "7", "3"], timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_matches_one_device(_figures(done.stdout), replicas=3, sequences=7)
+    assert "stateful random seeds in replicated context" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_flow_model_trains_and_validates_on_two_workers_on_an_uneven_split(tmp_path):
+    """5 validation chorales in global batches of 4 over two worker processes: 2/2, then 1/0."""
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    workers = [subprocess.Popen([sys.executable, FLOW, "multi_worker", str(tmp_path / "run"), "5"], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
+                                    {"cluster": cluster, "task": {"type": "worker", "index": i}})})
+               for i in range(2)]
+    outputs = [worker.communicate(timeout=900) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    figures = [_figures(stdout) for stdout, _ in outputs]
+    for each in figures:
+        _assert_matches_one_device(each, replicas=2, sequences=5)
+    assert figures[0]["val_nll"] == figures[1]["val_nll"]  # one figure, reduced across the workers

@@ -96,13 +96,16 @@ class SequenceModel(keras.Model):
         """Latent models: per-sequence −E_q log p(x | z) and the KL estimate (at β = 1), [B] each."""
         raise NotImplementedError(f"{type(self).__name__} has no latent, hence no ELBO terms")
 
-    def evaluate_nll(self, dataset, *, num_samples=None, chunk=None):
+    def evaluate_nll(self, dataset, *, num_samples=None, chunk=None, strategy=None):
         """The NLL of the (x, lengths) batches of a split, per token (frame), with the Σ(T + 1) normaliser.
 
         Returns {"nll", "bpc" | "nats_per_frame", "sequences", "tokens"} (``likelihood.evaluate_split``)
         and, for a latent model, the ELBO and its terms at β = 1: "elbo", "recon", "kl" per token. As in
         the reference, those come from a separate pass with the model's training samples. A model
-        without a latent computes the exact NLL and ignores ``num_samples`` and ``chunk``.
+        without a latent computes the exact NLL and ignores ``num_samples`` and ``chunk``. With a
+        multi-replica ``strategy`` the batches are global ones that each replica evaluates its share of
+        (``likelihood.split_sums``); the flow model's per-sequence seeds make the figures equal the
+        one-device ones on the same weights.
         """
         signature = self.input_signature()
         if self.has_latent:
@@ -114,6 +117,9 @@ class SequenceModel(keras.Model):
                 return {"recon": recon, "kl": kl, "elbo": recon + kl - self.length_log_prob(lengths)}
         else:
             log_likelihood, terms = self.log_likelihood, None
+        if strategy is not None and strategy.num_replicas_in_sync > 1:  # traced inside strategy.run
+            return likelihood.evaluate_split(log_likelihood, dataset, music=self.music, terms_fn=terms,
+                                             strategy=strategy)
         return likelihood.evaluate_split(tf.function(log_likelihood, input_signature=signature), dataset,
                                          music=self.music, terms_fn=terms)
 

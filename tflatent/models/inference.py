@@ -34,6 +34,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class InferenceNetwork(keras.layers.Layer):
     """q(z | x): (x, lengths) → (μ, log σ²), each [B, T, Z].
 
+    Under a mixed-precision policy the BiLSTM and the head compute in the compute dtype; μ, log σ²,
+    the samples and log q are in the variable dtype (float32).
+
     Args:
       z_size: Z.
       hidden_size: H, the BiLSTM's units per direction.
@@ -78,16 +81,30 @@ class InferenceNetwork(keras.layers.Layer):
             context=self.position(lengths, num_steps), training=training)
         h = self.dropout(tf.concat([forward, backward], axis=-1), training=training)
         params = tf.reshape(self.head(h), tf.concat([tf.shape(h)[:-1], [self.z_size, 2]], axis=0))
+        params = tf.cast(params, self.dtype_policy.variable_dtype)  # float32 under mixed precision
         return params[..., 0], params[..., 1]
 
     def sample(self, mu, logvar, num_samples, seed=None):
         """z = μ + σ ε, ε ~ N(0, I), and log q(z_t | x): → (z [S, B, T, Z], log q [S, B, T]).
 
-        ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``).
+        ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``), or per-sequence seeds
+        [B, 2] (``tflatent.seeds.sequence_seeds``): then sequence b's noise is drawn from its own seed
+        step-major, [T, S, Z], so that its first L_b steps depend neither on the other sequences of
+        the batch nor on the padded length T.
         """
         shape = tf.concat([[num_samples], tf.shape(mu)], axis=0)
-        # Philox explicitly: the default algorithm differs with and without XLA for the same seed.
-        eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed), dtype=mu.dtype, alg="philox")
+        if seed is not None and not isinstance(seed, int) and tf.convert_to_tensor(seed).shape.rank == 2:
+            per_sequence = tf.stack([tf.shape(mu)[1], num_samples, self.z_size])  # [T, S, Z]
+            def draw():  # Philox explicitly: the default algorithm differs with and without XLA
+                return tf.map_fn(
+                    lambda s: tf.random.stateless_normal(per_sequence, seed=s, dtype=mu.dtype, alg="philox"),
+                    tf.cast(seed, tf.int32), fn_output_signature=tf.TensorSpec([None, None, self.z_size], mu.dtype))
+            # A replica's share of an uneven batch may be empty, which map_fn cannot stack.
+            eps = tf.cond(tf.shape(mu)[0] > 0, draw, lambda: tf.zeros(tf.concat([[0], per_sequence], 0), mu.dtype))
+            eps = tf.transpose(eps, [2, 0, 1, 3])  # [B, T, S, Z] → [S, B, T, Z]
+        else:
+            # Philox explicitly: the default algorithm differs with and without XLA for the same seed.
+            eps = tf.random.stateless_normal(shape, seed=stateless_seed(seed), dtype=mu.dtype, alg="philox")
         z = mu + tf.exp(0.5 * logvar) * eps
         return z, self.log_prob(z, mu, logvar)
 

@@ -35,7 +35,8 @@ from tflatent.models.base import SequenceModel
 from tflatent.models.emission import EmissionNetwork
 from tflatent.models.inference import InferenceNetwork
 from tflatent.priors.time_flow import TimeFlowPrior
-from tflatent.seeds import stateless_seed
+from tflatent.seeds import replica_step_seed, sequence_seeds, stateless_seed
+from tflatent.training.distribute import global_average
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -58,8 +59,9 @@ class LatentFlowModel(SequenceModel):
                  hidden_flow="af", transform="nlsq", prior_rnn_units=500, prior_rnn_layers=2,
                  hidden_flow_layers=5, hidden_flow_hidden_layers=2, hidden_flow_units=100, dropout=0.2,
                  dropout_locations=("prior_rnn",), tie_weights=True, position_encoding="onehot",
-                 position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", **kwargs):
+                 position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", seed=0, **kwargs):
         super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
+        self.seed = int(seed)
         self.elbo_samples = elbo_samples
         self.z_size = z_size
         locations = set(dropout_locations)
@@ -73,7 +75,7 @@ class LatentFlowModel(SequenceModel):
             hidden_flow_hidden_layers=hidden_flow_hidden_layers, hidden_flow_units=hidden_flow_units,
             dropout=dropout, dropout_locations=list(dropout_locations), tie_weights=tie_weights,
             position_encoding=position_encoding, position_encoding_size=position_encoding_size,
-            lstm_init=lstm_init, lstm_impl=lstm_impl)
+            lstm_init=lstm_init, lstm_impl=lstm_impl, seed=self.seed)
         self.beta = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
@@ -103,7 +105,7 @@ class LatentFlowModel(SequenceModel):
         """The flow model of ``config.model`` (and ``train.elbo_samples``) on ``bundle``, built."""
         m = config.model
         model = cls(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
-                    elbo_samples=config.train.elbo_samples,
+                    elbo_samples=config.train.elbo_samples, seed=config.train.seed,
                     **{k: v for k, v in vars(m).items() if k not in ("type", "lstm_layers")})
         model.build()
         return model
@@ -150,12 +152,16 @@ class LatentFlowModel(SequenceModel):
         return self.inference_net(x, lengths)
 
     def elbo_terms(self, x, lengths):
-        """``sequence_terms`` with the training objective's ``elbo_samples`` samples: (recon, kl) [B] each."""
-        return self.sequence_terms(x, lengths, self.elbo_samples)
+        """``sequence_terms`` with the training objective's ``elbo_samples`` samples: (recon, kl) [B] each.
 
-    def objective(self, x, lengths, training=False):
+        Each sequence draws from its own seed (``sequence_seeds`` of the model's seed), so the terms of
+        a sequence do not depend on its batch or replica."""
+        seed = sequence_seeds(tf.random.experimental.stateless_fold_in(stateless_seed(self.seed), -1), x, lengths)
+        return self.sequence_terms(x, lengths, self.elbo_samples, seed=seed)
+
+    def objective(self, x, lengths, training=False, seed=None):
         """The reference's per-sequence objective and its parts, divided by T_b + 1: (loss, recon, kl) [B]."""
-        recon, kl = self.sequence_terms(x, lengths, self.elbo_samples, training=training)
+        recon, kl = self.sequence_terms(x, lengths, self.elbo_samples, training=training, seed=seed)
         denominator = tf.cast(lengths, recon.dtype) + 1.0
         loss = recon + self.beta * kl - self.length_log_prob(lengths)
         return loss / denominator, recon / denominator, kl / denominator
@@ -174,9 +180,10 @@ class LatentFlowModel(SequenceModel):
 
     def train_step(self, data):
         x, lengths = data
+        seed = replica_step_seed(self.seed, self.optimizer.iterations)
         with tf.GradientTape() as tape:
-            loss, recon, kl = self.objective(x, lengths, training=True)
-            scaled = tf.nn.compute_average_loss(loss)  # ÷ the global batch under tf.distribute
+            loss, recon, kl = self.objective(x, lengths, training=True, seed=seed)
+            scaled = global_average(loss)  # ÷ the global batch under tf.distribute, even or not
             scaled = self.optimizer.scale_loss(scaled)  # mixed precision's loss scaling (else identity)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -184,7 +191,7 @@ class LatentFlowModel(SequenceModel):
 
     def test_step(self, data):
         x, lengths = data
-        return self._update_metrics(*self.objective(x, lengths))
+        return self._update_metrics(*self.objective(x, lengths, seed=sequence_seeds(self.seed, x, lengths)))
 
     def call(self, inputs, training=False):
         """The per-sequence objective for (x, lengths): [B]."""
@@ -196,17 +203,18 @@ class LatentFlowModel(SequenceModel):
         """Importance-sampled log p̂(x | T) + log p(T) per sequence [B] (docs/reference.md §5.1).
 
         ``num_samples`` K is required; ``chunk`` samples are drawn at a time (None: all K). ``seed``:
-        None, an int or a stateless [2] seed (``tflatent.seeds``); chunk i draws its samples with the
-        seed folded with i, so a given seed, K and chunk size give the same estimate.
+        None (the model's seed), an int or a stateless [2] seed (``tflatent.seeds``); chunk i draws each
+        sequence's samples from ``sequence_seeds`` of the seed folded with i, so a given seed, K and
+        chunk size give the same estimate for a sequence in any batch, on any replica.
         """
         if num_samples is None:
             raise ValueError("LatentFlowModel.log_likelihood needs num_samples, the importance samples K "
                              "(config: train.nll_samples)")
-        base_seed = stateless_seed(seed)
+        base_seed = stateless_seed(self.seed if seed is None else seed)
         chunk_index = itertools.count()
         log_px = likelihood.importance_sampled_log_likelihood(
-            lambda k: self.log_weights(
-                x, lengths, k, seed=tf.random.experimental.stateless_fold_in(base_seed, next(chunk_index))),
+            lambda k: self.log_weights(x, lengths, k, seed=sequence_seeds(
+                tf.random.experimental.stateless_fold_in(base_seed, next(chunk_index)), x, lengths)),
             num_samples, chunk or num_samples)
         return log_px + self.length_log_prob(lengths)
 

@@ -77,6 +77,12 @@ class LikelihoodAccumulator:
         self.tokens += int(np.sum(lengths + 1))
         self.sequences += int(lengths.size)
 
+    def update_sums(self, log_likelihood_sum, tokens, sequences):
+        """Adds already summed figures: Σ log p̂(x, T), Σ (T + 1) and the number of sequences."""
+        self.neg_log_likelihood -= float(log_likelihood_sum)
+        self.tokens += int(round(float(tokens)))
+        self.sequences += int(round(float(sequences)))
+
     def result(self, music=False):
         """{"nll": nats per token, "bpc" (text) or "nats_per_frame" (music), "sequences", "tokens"}."""
         if not self.tokens:
@@ -86,7 +92,7 @@ class LikelihoodAccumulator:
         return {"nll": nats, **unit, "sequences": self.sequences, "tokens": self.tokens}
 
 
-def evaluate_split(log_likelihood_fn, batches, music=False, terms_fn=None):
+def evaluate_split(log_likelihood_fn, batches, music=False, terms_fn=None, strategy=None):
     """The NLL of a split: ``LikelihoodAccumulator.result`` over (x, lengths) batches.
 
     Args:
@@ -95,8 +101,18 @@ def evaluate_split(log_likelihood_fn, batches, music=False, terms_fn=None):
       music: report nats per frame (else bits per character).
       terms_fn: optional (x, lengths) → {name: per-sequence value [B]}; each is summed over the split
         and reported per token (frame), Σ value / Σ (T + 1), under its name.
+      strategy: with more than one replica, ``batches`` are global batches that every replica takes its
+        share of (:func:`split_sums`).
     """
     accumulator = LikelihoodAccumulator()
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        def per_sequence(x, lengths):
+            return {"log_likelihood": log_likelihood_fn(x, lengths), **(terms_fn(x, lengths) if terms_fn else {})}
+        totals = split_sums(per_sequence, batches, strategy)
+        accumulator.update_sums(totals.pop("log_likelihood"), totals.pop("tokens"), totals.pop("sequences"))
+        result = accumulator.result(music)
+        result.update({name: total / result["tokens"] for name, total in totals.items()})
+        return result
     totals = {}
     for x, lengths in batches:
         accumulator.update(log_likelihood_fn(x, lengths), lengths)
@@ -105,3 +121,36 @@ def evaluate_split(log_likelihood_fn, batches, music=False, terms_fn=None):
     result = accumulator.result(music)
     result.update({name: total / result["tokens"] for name, total in totals.items()})
     return result
+
+
+def split_sums(per_sequence_fn, batches, strategy):
+    """Sums of per-sequence figures over a split, each replica taking its share of every batch.
+
+    Args:
+      per_sequence_fn: (x, lengths) → {name: [B] float tensor}, run on each replica's share.
+      batches: (x, lengths) global batches; ``strategy.experimental_distribute_dataset`` splits each
+        across the replicas (a share may be uneven or empty) and, across workers, shards them as
+        the dataset's options say (``tflatent.train`` shards by data).
+      strategy: the ``tf.distribute`` strategy the model's variables live in.
+
+    Returns:
+      {name: Σ over the split} plus "tokens" (Σ (T + 1)) and "sequences", as Python floats. Each
+      replica sums its sequences in float32 (no float64 on a TPU); one SUM reduction per batch adds
+      the replicas' sums exactly once; the batches are added in float64.
+    """
+    def replica_sums(x, lengths):
+        values = dict(per_sequence_fn(x, lengths))
+        values.update(tokens=tf.cast(lengths, tf.float32) + 1.0, sequences=tf.ones_like(lengths, tf.float32))
+        return {name: tf.reduce_sum(tf.cast(value, tf.float32)) for name, value in values.items()}
+
+    @tf.function(reduce_retracing=True)
+    def step(x, lengths):
+        per_replica = strategy.run(replica_sums, args=(x, lengths))
+        return tf.nest.map_structure(
+            lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None), per_replica)
+
+    totals = {}
+    for x, lengths in strategy.experimental_distribute_dataset(batches):
+        for name, value in step(x, lengths).items():
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return totals

@@ -35,6 +35,7 @@ from tflatent.layers.position import PositionFeatures
 from tflatent.models.base import SequenceModel
 from tflatent.models.emission import emission_distribution
 from tflatent.seeds import stateless_seed
+from tflatent.training.distribute import global_average
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -55,13 +56,11 @@ class LSTMBaseline(SequenceModel):
       lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
       lstm_impl: "auto", "cudnn" or "loop" (``tflatent.layers.lstm``): training and the likelihood; the
         generation steps the same variables.
-      global_batch_size: the loss divisor under tf.distribute (None: the per-replica batch × replicas).
     """
 
     def __init__(self, vocab_size, max_time, length_log_prob, music=False, embedding_size=500,
                  hidden_size=500, num_layers=2, dropout=0.1, tie_weights=True, position_encoding="onehot",
-                 position_encoding_size=64, lstm_init="pytorch", global_batch_size=None, lstm_impl="auto",
-                 **kwargs):
+                 position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", **kwargs):
         super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.embedding_size = int(embedding_size)
         self.hidden_size = int(hidden_size)
@@ -70,7 +69,6 @@ class LSTMBaseline(SequenceModel):
         self.tie_weights = bool(tie_weights)
         self.lstm_init = lstm_init
         self.lstm_impl = lstm_impl
-        self.global_batch_size = global_batch_size
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
         self.embedding = SequenceEmbedding(vocab_size, embedding_size, music=music, dropout=dropout,
@@ -164,7 +162,7 @@ class LSTMBaseline(SequenceModel):
         x, lengths = data[:2]  # (x, lengths) batches; train_on_batch appends a (None) sample weight
         with tf.GradientTape() as tape:
             nll, tokens = self._objective(x, lengths, training=True)
-            loss = tf.nn.compute_average_loss(nll / tokens, global_batch_size=self.global_batch_size)
+            loss = global_average(nll / tokens)  # ÷ the global batch under tf.distribute, even or not
             loss = self.optimizer.scale_loss(loss)  # mixed precision's loss scaling (else identity)
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
@@ -232,5 +230,4 @@ class LSTMBaseline(SequenceModel):
                 "embedding_size": self.embedding_size, "hidden_size": self.hidden_size,
                 "num_layers": self.num_layers, "dropout": self.dropout_rate, "tie_weights": self.tie_weights,
                 "position_encoding": self.position.kind, "position_encoding_size": self.position.size,
-                "lstm_init": self.lstm_init, "global_batch_size": self.global_batch_size,
-                "lstm_impl": self.lstm_impl}
+                "lstm_init": self.lstm_init, "lstm_impl": self.lstm_impl}

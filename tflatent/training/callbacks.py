@@ -173,6 +173,10 @@ class PlateauLRDecay(keras.callbacks.Callback):
 class ImportanceSampledNLL(keras.callbacks.Callback):
     """Every ``every`` epochs, ``model.evaluate_nll`` on ``dataset`` into the logs (docs/reference.md §5.1).
 
+    It evaluates under the model's ``tf.distribute`` strategy: ``dataset`` holds global batches (as
+    ``fit``'s validation data), each replica evaluates its share and the sums are reduced once, so
+    every worker reports the same figure, the one a single device gives on the same weights.
+
     Adds ``val_nll`` (nats per token, normalised by Σ(T + 1)) and, as the model reports them,
     ``val_bpc`` (text) or ``val_nats_per_frame`` (music), at epochs i with (i + 1) % every == 0.
     ``every = 0`` turns it off.
@@ -190,7 +194,8 @@ class ImportanceSampledNLL(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not self.every or (epoch + 1) % self.every:
             return
-        result = self.model.evaluate_nll(self.dataset, num_samples=self.num_samples, chunk=self.chunk)
+        result = self.model.evaluate_nll(self.dataset, num_samples=self.num_samples, chunk=self.chunk,
+                                         strategy=self.model.distribute_strategy)
         for key in self.REPORTED:
             if key in result:
                 logs["val_" + key] = float(result[key])

@@ -11,7 +11,10 @@
 * ``auto`` – ``mirrored`` when there are two or more GPUs, else ``none``.
 
 Each replica gets ``data.batch_size`` sequences, so the global batch is ``batch_size × replicas``;
-models divide their summed per-sequence loss by the global batch (``tf.nn.compute_average_loss``).
+models divide their summed per-sequence loss by the number of sequences in the step's global batch
+(:func:`global_average`), so a batch that splits unevenly (the last one, a small validation set, an
+empty share) weighs every sequence as one device does. ``mirrored`` and ``multi_worker`` use the
+strategies below, whose ``reduce`` takes what Keras passes for such batches (:class:`KerasReduce`).
 
 Device set-up must precede TensorFlow's runtime: the logical CPU split and the multi-worker collective
 context only work before the first op runs, so call :func:`make_strategy` first thing in a process.
@@ -46,11 +49,11 @@ def make_strategy(name: str = "auto", logical_cpus: Optional[int] = None) -> tf.
     if name == "none" or (name == "auto" and len(gpus) < 2):
         return tf.distribute.get_strategy()
     if gpus:
-        return tf.distribute.MirroredStrategy()
+        return MirroredStrategy()
     if not logical_cpus:
         raise ValueError("train.distribute = 'mirrored' found no GPU. To mirror over the CPU (for tests), "
                          "set train.logical_cpus (e.g. 2); to train on one device, use 'none'")
-    return tf.distribute.MirroredStrategy(_split_cpu(logical_cpus))
+    return MirroredStrategy(_split_cpu(logical_cpus))
 
 
 def _split_cpu(count: int) -> list[str]:
@@ -85,13 +88,19 @@ def _multi_worker() -> tf.distribute.Strategy:
     return MultiWorkerMirroredStrategy()
 
 
-class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """``MultiWorkerMirroredStrategy`` whose ``reduce`` takes what Keras 3.15's ``fit`` passes it.
+class KerasReduce:
+    """Mixin: a strategy ``reduce`` that takes what Keras 3.15's ``fit`` and ``evaluate`` pass it.
 
-    Keras reduces (1) the first distributed batch, an ``(x, lengths)`` tuple, in one call, which the
-    collective implementation rejects ("Attempt to convert a value (PerReplica...) to a Tensor"), and
-    (2) every scalar log with ``axis=0``, which fails on a rank-0 value ("Invalid reduction dimension
-    0"). Here each leaf is reduced on its own, across replicas only when it is a scalar.
+    Before the first step Keras reduces the first distributed batch, an ``(x, lengths)`` tuple, with
+    ``MEAN`` and ``axis=None`` (keras-team/keras#19246), only to get a template batch for building an
+    unbuilt model. An element-wise mean of per-replica batches needs equal shapes, so it fails as
+    soon as a batch splits unevenly across replicas ("AddN ... [3,105,88] != [2,105,88]" mirrored,
+    "Shape mismatch in the collective instance" across workers). Here a non-scalar leaf reduced with
+    ``axis=None`` gives the first local replica's value instead, with no cross-replica traffic (every
+    worker takes the same path, so no collective is left waiting); the models here are built before
+    ``fit`` and never read it. Keras also reduces every scalar log with ``axis=0``, which fails on a
+    rank-0 value across workers ("Invalid reduction dimension 0"): scalars are reduced with
+    ``axis=None``. Each leaf is reduced on its own (the collective implementation rejects a tuple).
     """
 
     def reduce(self, reduce_op, value, axis):
@@ -99,9 +108,19 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 
         def leaf(v):
             rank = self.experimental_local_results(v)[0].shape.rank
+            if axis is None and rank:
+                return self.experimental_local_results(v)[0]
             return parent.reduce(reduce_op, v, axis if rank else None)
 
         return tf.nest.map_structure(leaf, value)
+
+
+class MirroredStrategy(KerasReduce, tf.distribute.MirroredStrategy):
+    """``MirroredStrategy`` with the ``reduce`` of :class:`KerasReduce`."""
+
+
+class MultiWorkerMirroredStrategy(KerasReduce, tf.distribute.MultiWorkerMirroredStrategy):
+    """``MultiWorkerMirroredStrategy`` with the ``reduce`` of :class:`KerasReduce`."""
 
 
 def _tpu() -> tf.distribute.Strategy:
@@ -143,6 +162,20 @@ def set_precision(mixed_precision: bool, strategy: tf.distribute.Strategy) -> st
         policy = "mixed_bfloat16" if device == "TPU" else "mixed_float16"
     keras.mixed_precision.set_global_policy(policy)
     return policy
+
+
+def global_average(per_example: tf.Tensor) -> tf.Tensor:
+    """Σ of this replica's per-example losses ÷ the number of examples in the whole step's batch.
+
+    The replicas' results add up to the mean over the global batch, also when it splits unevenly
+    (``tf.nn.compute_average_loss`` would divide by this replica's batch × replicas): the count is
+    summed across replicas. Outside a multi-replica context it is the plain mean.
+    """
+    count = tf.cast(tf.shape(per_example)[0], per_example.dtype)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), count)
 
 
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:

@@ -123,7 +123,7 @@ def fit(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, inpu
     try:
         history = model.fit(inputs.train, validation_data=inputs.valid, epochs=epochs, steps_per_epoch=inputs.steps,
                             initial_epoch=initial_epoch,
-                            callbacks=make_callbacks(config, run, model, bundle, inputs.steps, chief) + list(callbacks),
+                            callbacks=make_callbacks(config, run, model, bundle, inputs, chief) + list(callbacks),
                             shuffle=False, verbose=t.verbose if chief else 0).history
     except cb.NonFiniteLossError as err:
         print(f"\nerror: {err}", file=sys.stderr)
@@ -131,18 +131,17 @@ def fit(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, inpu
     return "completed", "", history
 
 
-def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, steps: int,
+def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, bundle, inputs: "Inputs",
                    chief: bool) -> list:
     """The callbacks of one run, in the order :mod:`tflatent.training.callbacks` requires."""
     t = config.train
-    annealing = cb.KLAnnealing(t.initial_kl_zero, t.kl_rampup_time, t.kl_floor, steps_per_epoch=steps)
+    annealing = cb.KLAnnealing(t.initial_kl_zero, t.kl_rampup_time, t.kl_floor, steps_per_epoch=inputs.steps)
     plateau = cb.PlateauLRDecay("val_loss", t.patience, t.lr_decay, active_after=annealing.done,
                                 reset_optimizer=t.reset_optimizer_on_decay)
     callbacks = [annealing] if model.kl_weight is not None else []
     callbacks.append(cb.StopOnNonFinite())
-    if t.nll_every:
-        nll_data = bundle.batches("valid", False, batch_size=config.data.eval_batch_size)
-        callbacks.append(cb.ImportanceSampledNLL(nll_data, t.nll_every, t.nll_samples, t.nll_chunk))
+    if t.nll_every:  # on fit's validation batches: global ones, sharded across workers
+        callbacks.append(cb.ImportanceSampledNLL(inputs.valid, t.nll_every, t.nll_samples, t.nll_chunk))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(run.tensorboard_dir, write_graph=False))
     callbacks.append(plateau)

@@ -1,0 +1,36 @@
+"""benchmarks/gpu.py: its CPU smoke run (--quick) gives the JSON it documents. No timing is asserted."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_model_implementation_and_precision(data_dir, tfds_dir, tmp_path, capsys):
+    script = load_script()
+    output = tmp_path / "gpu.json"
+    report = script.main(["--quick", "--data-dir", str(data_dir), "--tfds-dir", str(tfds_dir),
+                          "--output", str(output)])
+    assert json.loads(capsys.readouterr().out) == report == json.loads(output.read_text())
+    results = report["results"]
+    assert len(results) == len(script.CONFIGS) * len(script.LSTM_IMPLS) * 2
+    measured = [r for r in results if "skipped" not in r]
+    assert {(r["model"], r["precision"]) for r in measured} == {
+        (name, precision) for name in script.CONFIGS for precision in ("float32", "mixed_bfloat16")}
+    for r in measured:
+        assert r["train"]["seconds"] > 0 and r["nll"]["seconds"] > 0 and r["nll"]["samples"] == 4
+    if not report["lstm_impl_in_config"]:  # a build without the cuDNN switch says so
+        assert all(r["lstm_impl"] == "cudnn" for r in results if "skipped" in r)

@@ -1,0 +1,56 @@
+"""Trains a tiny JSB AF/AF under a strategy and checks it against one device (run by test_distribute.py).
+
+``python distributed_flow.py STRATEGY RUN_DIR EVAL_LIMIT [LOGICAL_CPUS]`` (a worker of ``multi_worker``
+takes TF_CONFIG from the environment). It trains one epoch of two steps with the IS-NLL callback on
+a validation set of EVAL_LIMIT chorales, then evaluates the same weights on one device (the default
+strategy, per-replica batches) and prints one JSON line: the strategy's validation loss and NLL, the
+one-device figures, and the replicas.
+"""
+
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(name, run_dir, eval_limit, logical_cpus=None):
+    from tflatent.training import distribute
+    strategy = distribute.make_strategy(name, int(logical_cpus) if logical_cpus else None)
+    import tensorflow as tf
+    from tflatent import config as config_lib, data
+    from tflatent.models.registry import build_model
+    from tflatent.training.fit import train
+    from tflatent.training.run_dir import RunDir
+
+    overrides = ["model.embedding_size=8", "model.z_size=3", "model.hidden_size=8", "model.prior_rnn_units=8",
+                 "model.hidden_flow_layers=2", "model.hidden_flow_units=6", "model.position_encoding=sinusoidal",
+                 "model.position_encoding_size=8", "data.train_limit=12", f"data.eval_limit={eval_limit}",
+                 "data.batch_size=2", "data.eval_batch_size=2", "train.epochs=1", "train.steps_per_epoch=2",
+                 "train.nll_every=1", "train.nll_samples=4", "train.nll_chunk=3", "train.elbo_samples=2",
+                 "train.verbose=0", f"train.distribute={name}"]
+    config = config_lib.load(os.path.join(REPO, "configs", "jsb_chorales_af_af_small.yaml"), overrides)
+    run = RunDir(run_dir)
+    summary = train(config, run, strategy)
+    figures = {"replicas": summary["replicas"], "status": summary["status"],
+               "val_nll": summary["last_epoch"]["val_nll"], "val_loss": summary["last_epoch"]["val_loss"]}
+    own = run if distribute.is_chief(strategy) else RunDir(
+        os.path.join(run_dir, "workers", str(strategy.cluster_resolver.task_id)))
+    # The same weights on one device, on per-replica batches of the validation split (every worker
+    # evaluates, so that none leaves the cluster while another still runs).
+    bundle = data.load_dataset(config.data, config.train.seed)
+    with tf.distribute.get_strategy().scope():
+        model = build_model(config, bundle)
+    model.load_weights(os.path.join(own.backup_dir, "latest.weights.h5"))
+    valid = bundle.batches("valid", False, batch_size=config.data.eval_batch_size)
+    result = model.evaluate_nll(valid, num_samples=config.train.nll_samples, chunk=config.train.nll_chunk)
+    model.compile()
+    model.beta.assign(summary["last_epoch"]["beta"])  # the β the run validated at
+    figures.update(one_nll=result["nll"], sequences=result["sequences"],
+                   one_loss=model.evaluate(valid, verbose=0, return_dict=True)["loss"])
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO)
+    main(*sys.argv[1:])
