@@ -70,7 +70,9 @@ def measure(name: str, lstm_impl: str, mixed: bool, args) -> dict:
     """The training step and the IS-NLL of one model, implementation and precision."""
     import keras
     import tensorflow as tf
-    from tflatent import config as config_lib, data
+
+    from tflatent import config as config_lib
+    from tflatent import data
     from tflatent.models.registry import build_model
     from tflatent.training import optimizers
 

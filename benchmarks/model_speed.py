@@ -228,9 +228,9 @@ def run_job(job: Job, args) -> list[dict]:
     import tensorflow as tf
 
     from tflatent import config as config_lib
-    from tflatent.training import optimizers
     from tflatent.data import load_dataset
     from tflatent.models.registry import build_model
+    from tflatent.training import optimizers
 
     overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *job.overrides,
                  *(TINY if args.quick else ()), *args.set]

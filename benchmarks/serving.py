@@ -35,8 +35,8 @@ import tensorflow as tf  # noqa: E402
 
 from tflatent import config as config_lib  # noqa: E402
 from tflatent import data  # noqa: E402
-from tflatent.serving import export  # noqa: E402
 from tflatent.models.registry import build_model  # noqa: E402
+from tflatent.serving import export  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRIORS = ("iaf_scf", "af_af")

@@ -216,6 +216,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import keras
+
     from tflatent import config as config_lib
     from tflatent import data
     from tflatent.models.registry import build_model

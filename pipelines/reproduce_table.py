@@ -294,7 +294,8 @@ def markdown(table: int, scale: str, rows: list[Row], seconds: float) -> str:
                 ours = row.status if row.status != "done" and term == "nll" else _number(row.ours.get(term))
                 cells += [ours, _number(row.paper[term])]
             lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    lines += ["", "| Row | Config | Status | Epochs | Train (s) | Evaluate (s) | K |", "|---|---|---|---:|---:|---:|---:|"]
+    lines += ["", "| Row | Config | Status | Epochs | Train (s) | Evaluate (s) | K |",
+              "|---|---|---|---:|---:|---:|---:|"]
     for row in rows:
         config = os.path.relpath(row.config, REPO) + "".join(f" --set {o}" for o in row.overrides)
         status = row.status + (f": {row.message}" if row.message else "")
@@ -306,9 +307,9 @@ def markdown(table: int, scale: str, rows: list[Row], seconds: float) -> str:
         lines += ["", "Every train command also had " + " ".join(f"`--set {o}`" for o in extra) + "."]
     terms = "" if table == 3 else " Reconstruction and KL: the ELBO's two terms, in bits per character."
     lines += ["", "NLL: importance-sampled with K samples (exact for the LSTM), normalised by Σ(T + 1) over the "
-              f"test split, as in the reference (docs/reference.md §5.1, §5.4).{terms} Paper figures: Ziegler & Rush (2019), "
-              f"Table {table}. This invocation took {seconds:.0f} s (finished runs are reused; the times of each "
-              "run are above).", ""]
+              f"test split, as in the reference (docs/reference.md §5.1, §5.4).{terms} Paper figures: "
+              f"Ziegler & Rush (2019), Table {table}. This invocation took {seconds:.0f} s (finished runs are "
+              "reused; the times of each run are above).", ""]
     return "\n".join(lines)
 
 

@@ -80,6 +80,7 @@ def _distinct_models():
 def test_every_config_builds_its_model(config):
     """Each distinct model section builds (on a small stand-in bundle: the sizes come from the config)."""
     from standin_model import StandInBundle
+
     from tflatent.models.registry import build_model
 
     model = build_model(config, StandInBundle(music=config.is_music))
@@ -92,7 +93,8 @@ def test_paper_settings_of_the_readme_runs():
     ptb = load("ptb_af_af.yaml")
     assert (ptb.data.batch_size, ptb.data.eval_batch_size, ptb.train.elbo_samples, ptb.train.nll_samples,
             ptb.train.initial_kl_zero, ptb.train.kl_rampup_time, ptb.train.epochs) == (15, 15, 10, 30, 4, 10, 100)
-    assert (ptb.model.hidden_size, ptb.model.z_size, ptb.model.hidden_flow_layers, ptb.model.dropout) == (500, 50, 5, 0.2)
+    assert (ptb.model.hidden_size, ptb.model.z_size, ptb.model.hidden_flow_layers, ptb.model.dropout) == \
+        (500, 50, 5, 0.2)
     iaf = load("ptb_iaf_scf.yaml")
     assert (iaf.model.time_flow, iaf.model.hidden_flow, iaf.model.dropout, iaf.model.hidden_flow_layers) == (
         "iaf", "scf", 0.0, 3)
@@ -101,7 +103,8 @@ def test_paper_settings_of_the_readme_runs():
         "iaf", "scf", 0.2, 5)
     assert (jsb.data.batch_size, jsb.data.eval_batch_size, jsb.train.elbo_samples, jsb.train.initial_kl_zero,
             jsb.train.kl_rampup_time) == (5, 64, 1, 20, 15)
-    assert (load("nottingham_af_scf.yaml").data.eval_batch_size, load("nottingham_af_scf.yaml").model.hidden_flow) == (1, "scf")
+    nottingham = load("nottingham_af_scf.yaml")
+    assert (nottingham.data.eval_batch_size, nottingham.model.hidden_flow) == (1, "scf")
     for name in ("piano_midi_af_af.yaml", "muse_data_iaf_scf.yaml"):
         config = load(name)
         assert (config.data.batch_size, config.train.nll_samples, config.train.grad_accum) == (1, 4, 8)

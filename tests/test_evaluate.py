@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
-
 import standin_model
+
 from tflatent import evaluate, train
 
 PARTS = standin_model.parts()  # the stand-in model and data, passed to each entry point's main

@@ -3,8 +3,8 @@
 import os
 
 import mido
-
 import standin_model
+
 from tflatent import generate, train
 
 PARTS = standin_model.parts()  # the stand-in model and data, passed to each entry point's main

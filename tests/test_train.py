@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 import standin_model
+
 from tflatent import evaluate, train
 from tflatent.training import checkpoint_files
 from tflatent.training.checkpoint_files import read_record

@@ -13,7 +13,6 @@ from tflatent.errors import ExpectedError
 from tflatent.models import registry
 from tflatent.training.run_dir import RunDir, restore_model
 
-
 EXPECTED = (ExpectedError, FileNotFoundError)
 
 

@@ -1,4 +1,4 @@
-"""``python -m tflatent.export``: Export a trained run as a TF-Serving SavedModel (:mod:`tflatent.serving.export`)."""
+"""``python -m tflatent.export``: export a trained run as a TF-Serving SavedModel (:mod:`tflatent.serving.export`)."""
 
 import sys
 

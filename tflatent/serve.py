@@ -1,4 +1,4 @@
-"""``python -m tflatent.serve``: Serve an exported SavedModel over TF Serving's REST API (:mod:`tflatent.serving.server`)."""
+"""``python -m tflatent.serve``: TF Serving's REST API for an export (:mod:`tflatent.serving.server`)."""
 
 import sys
 

@@ -6,10 +6,11 @@ checkpoint's weights, optimizer state and epoch.
 
 What a run does (docs/reference.md §4): build the strategy, the data and, inside the strategy's scope, the model
 and its optimizer (Adam 1e−3 or SGD 20, global-norm clipping 0.25); then ``Model.fit`` with the
-callbacks of :mod:`tflatent.training.callbacks` (wired by :mod:`tflatent.training.fit`): KL annealing per batch, LR ÷ 4 on a validation plateau once
-annealing is done, the importance-sampled validation NLL every ``nll_every`` epochs, the best
-checkpoint by it (by ``val_loss`` when it is off), TensorBoard, a CSV log, Keras's progress bar, a
-backup every epoch, and a stop with a clear message on a non-finite loss. It writes ``summary.json``
+callbacks of :mod:`tflatent.training.callbacks` (wired by :mod:`tflatent.training.fit`): KL annealing per
+batch, LR ÷ 4 on a validation plateau once annealing is done, the importance-sampled validation NLL every
+``nll_every`` epochs, the best checkpoint by it (by ``val_loss`` when it is off), TensorBoard, a CSV log,
+Keras's progress bar, a backup every epoch, and a stop with a clear message on a non-finite loss.
+It writes ``summary.json``
 at the end. The layout of the run directory is in :mod:`tflatent.training.run_dir`. ``train.jit_compile``
 compiles the train and test steps with XLA on any device; ``train.mixed_precision`` applies on GPUs
 and TPUs only (:mod:`tflatent.training.distribute`).
@@ -35,9 +36,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tflatent import cli
+from tflatent import cli, data
 from tflatent import config as config_lib
-from tflatent import data
 from tflatent.models import registry
 from tflatent.training import distribute
 from tflatent.training.fit import BuildModel, LoadDataset, train

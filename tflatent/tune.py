@@ -1,4 +1,4 @@
-"""``python -m tflatent.tune``: Hyper-parameter search with KerasTuner (:mod:`tflatent.tuning.tuner`)."""
+"""``python -m tflatent.tune``: hyper-parameter search with KerasTuner (:mod:`tflatent.tuning.tuner`)."""
 
 import sys
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflatent.bijectors import NLSq
-from tflatent.bijectors import nlsq
+from tflatent.bijectors import NLSq, nlsq
 from tflatent.bijectors.nlsq import NLSQ_C_BOUND, _depressed_cubic_root
 
 NUM_DRAWS = 100_000

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tflatent.data.vocabulary import PAD, PAD_ID, UNK, UNK_ID, UNK_CHARACTER, CharVocabulary
+from tflatent.data.vocabulary import PAD, PAD_ID, UNK, UNK_CHARACTER, UNK_ID, CharVocabulary
 
 
 def test_pad_is_0_unk_is_1_then_characters_by_descending_frequency_ties_by_character():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflatent.models.emission import EmissionNetwork, emission_distribution
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.position import PositionFeatures
+from tflatent.models.emission import EmissionNetwork, emission_distribution
 
 V, E, H, Z, MAX_T, T = 9, 6, 8, 3, 10, 5
 LENGTHS = tf.constant([5, 3, 1])

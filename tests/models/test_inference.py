@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from tflatent.models.inference import InferenceNetwork
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.position import PositionFeatures
+from tflatent.models.inference import InferenceNetwork
 
 V, E, H, Z, MAX_T = 9, 6, 8, 3, 10
 X = tf.constant([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0], [2, 0, 0, 0, 0]])

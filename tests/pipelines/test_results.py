@@ -21,8 +21,9 @@ def source(tmp_path, name, scale, rows):
 
 
 def test_rows_of_several_sources_get_goals_and_curves_and_rebuild_from_json(tmp_path):
-    sources = [source(tmp_path, "cpu short", "cpu", [row("lstm", "jsb_chorales", 8.15), row("af_af", "jsb_chorales", 7.43),
-                                                     row("iaf_scf", "jsb_chorales", 6.95, status="training failed")]),
+    jsb = [row("lstm", "jsb_chorales", 8.15), row("af_af", "jsb_chorales", 7.43),
+           row("iaf_scf", "jsb_chorales", 6.95, status="training failed")]
+    sources = [source(tmp_path, "cpu short", "cpu", jsb),
                source(tmp_path, "paper size", "paper", [row("af_af", "jsb_chorales", 6.50)]),
                source(tmp_path, "notts", "cpu", [row("lstm", "nottingham", 3.40), row("af_af", "nottingham", 3.50),
                                                  row("af_scf", "nottingham", 3.00)])]

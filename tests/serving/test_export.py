@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-
 from serving_helpers import train_tiny
+
 from tflatent import data
 from tflatent.serving import export
 from tflatent.training.run_dir import RunDir, restore_model

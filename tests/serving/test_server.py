@@ -12,8 +12,8 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from serving_helpers import train_tiny
+
 from tflatent.serving import export
 
 STARTUP_SECONDS = 180

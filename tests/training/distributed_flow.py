@@ -18,7 +18,9 @@ def main(name, run_dir, eval_limit, logical_cpus=None):
     from tflatent.training import distribute
     strategy = distribute.make_strategy(name, int(logical_cpus) if logical_cpus else None)
     import tensorflow as tf
-    from tflatent import config as config_lib, data
+
+    from tflatent import config as config_lib
+    from tflatent import data
     from tflatent.models.registry import build_model
     from tflatent.training.fit import train
     from tflatent.training.run_dir import RunDir

@@ -2,18 +2,17 @@
 
 import csv
 import math
-import os
 import types
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from standin_model import StandInBundle, StandInModel
+
+from tflatent.config import TrainConfig
 from tflatent.training import callbacks as cb
 from tflatent.training import checkpoint_files, optimizers
-from tflatent.config import TrainConfig
 
 F = 1e-5
 

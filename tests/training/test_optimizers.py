@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflatent.training import optimizers
 from tflatent.config import TrainConfig
+from tflatent.training import optimizers
 
 
 def _built(config, values=(1.0, -2.0, 3.0)):

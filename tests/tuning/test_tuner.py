@@ -9,8 +9,8 @@ import pytest
 
 from tflatent import config as config_lib
 from tflatent.training import fit as fit_lib
-from tflatent.tuning import tuner
 from tflatent.training.run_dir import diff
+from tflatent.tuning import tuner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

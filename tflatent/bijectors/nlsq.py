@@ -33,9 +33,9 @@ the implicit-function ones, exact on every branch, so sampling can be differenti
 * ``float32``: for TPUs, which have no float64. The same closed form in float32, then
   ``NEWTON_STEPS`` Newton steps on h(z) = a + b·z + c/(1 + (d·z + g)²) − ε in float32. The slope
   h' ≥ 0.0325·b under the bound on c, so the steps converge quadratically from the closed form's
-  float32 start (and repair the digits z = (u − g)/d loses when u ≈ g); the result round-trips as ``inverse(forward(ε)) = ε`` to
-  ``FLOAT32_ROUND_TRIP`` · (1 + |ε| + |a| + |c|) (tests/bijectors/test_nlsq.py checks it over the raw
-  parameters ``from_raw_params`` allows, near-degenerate ones included).
+  float32 start (and repair the digits z = (u − g)/d loses when u ≈ g); the result round-trips as
+  ``inverse(forward(ε)) = ε`` to ``FLOAT32_ROUND_TRIP`` · (1 + |ε| + |a| + |c|) (tests/bijectors/test_nlsq.py
+  checks it over the raw parameters ``from_raw_params`` allows, near-degenerate ones included).
 * ``auto``: ``float32`` inside a ``TPUStrategy``, else ``float64``.
 """
 

@@ -10,7 +10,6 @@ new object each time: call it once per weight.
 
 import keras
 
-
 INIT_SCALE = 0.07
 
 

@@ -7,7 +7,8 @@ Paper §5, reference docs/reference.md §2–5. The generative model is
 trained by amortised variational inference with q(z | x) = Π_t N(z_t; μ_t(x), σ_t²(x)). Per sequence b
 the objective (docs/reference.md §4.2) is
 
-    L_b = [ (1/S) Σ_s Σ_{t<T_b} ( −log p(x_t | z^s) + β (log q(z_t^s | x) − log p(z_t^s | z_<t^s, T_b)) ) − log p(T_b) ] / (T_b + 1)
+    L_b = [ (1/S) Σ_s Σ_{t<T_b} ( −log p(x_t | z^s) + β (log q(z_t^s | x) − log p(z_t^s | z_<t^s, T_b)) )
+            − log p(T_b) ] / (T_b + 1)
 
 averaged over the batch, with S = ``elbo_samples`` samples z^s ~ q and β the KL weight (annealed by a
 callback through ``model.kl_weight``). The KL term is a Monte-Carlo estimate per step, since the prior is a

@@ -39,9 +39,8 @@ for all D.
 
 import math
 
-import numpy as np
-
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 

@@ -22,9 +22,9 @@ import tensorflow as tf
 
 from tflatent import cli
 from tflatent import config as config_lib
-from tflatent.serving import warmup
 from tflatent.data.sources import MIN_PITCH, NUM_PITCHES
 from tflatent.data.vocabulary import PAD_ID, UNK_ID
+from tflatent.serving import warmup
 
 FORMAT_VERSION = 1  # of metadata.json
 METADATA_FILE = "metadata.json"

@@ -31,8 +31,8 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
-from tflatent import config as config_lib
 from tflatent import atomic_files, json_files
+from tflatent import config as config_lib
 from tflatent.errors import CheckpointError
 from tflatent.models import registry
 from tflatent.training import checkpoint_files, optimizers

@@ -148,7 +148,8 @@ def from_dict(raw: Any, source: str = "search space") -> SearchSpace:
 
 def _check_path(path: str, source: str) -> None:
     if path not in FIELDS:
-        raise SearchSpaceError(f"{source}: {path!r} is not a config field{config_lib.did_you_mean(path, FIELDS)}; fields are section.key with the "
+        hint = config_lib.did_you_mean(path, FIELDS)
+        raise SearchSpaceError(f"{source}: {path!r} is not a config field{hint}; fields are section.key with the "
                                "sections and keys of tflatent/config.py, e.g. model.z_size")
 
 

@@ -58,13 +58,13 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from tflatent import config as config_lib
 from tflatent import cli, data
+from tflatent import config as config_lib
+from tflatent.json_files import read_json, write_json
 from tflatent.training import distribute
 from tflatent.training import fit as fit_lib
-from tflatent.tuning import search_space
-from tflatent.json_files import read_json, write_json
 from tflatent.training.run_dir import RunDir, diff
+from tflatent.tuning import search_space
 
 PROJECT = "tuner"
 DEFAULT_TRIALS = 10
