@@ -466,7 +466,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     default_python = Path(os.environ.get("TEXTFLOW_VENV") or Path(tempfile.gettempdir()) / "textflow-venv")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help="comma-separated sections to run: train, nll, generate (default: all)")
-    parser.add_argument("--match", default="", help="run only the jobs whose name contains this text")
+    parser.add_argument("--match", default="",
+                        help="run only the jobs whose name contains this text (or one of several, comma-separated)")
     parser.add_argument("--cases", default="",
                         help="comma-separated cases of the jobs, e.g. equal57,T256 (default: all)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: a few jobs, tiny models, one call")
@@ -515,7 +516,8 @@ def main(argv=None) -> dict:
     if args.against_reference:
         reference_harness(args)  # fail at once, in one line, when it is absent
 
-    selected = [job for job in by_name.values() if job.section in args.only.split(",") and args.match in job.name
+    selected = [job for job in by_name.values() if job.section in args.only.split(",")
+                and any(text in job.name for text in args.match.split(","))
                 and (job.quick or not args.quick)]
     child_argv = [a for a in argv if a not in ("--in-process", "--against-reference")]
     started = time.perf_counter()
