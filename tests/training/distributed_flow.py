@@ -43,7 +43,7 @@ def main(name, run_dir, eval_limit, logical_cpus=None):
     bundle = data.load_dataset(config.data, config.train.seed)
     with tf.distribute.get_strategy().scope():
         model = build_model(config, bundle)
-    model.load_weights(os.path.join(own.backup_dir, "latest.weights.h5"))
+    model.load_weights(own.checkpoint("latest"))
     valid = bundle.batches("valid", False, batch_size=config.data.eval_batch_size)
     result = model.evaluate_nll(valid, num_samples=config.train.nll_samples, chunk=config.train.nll_chunk)
     model.compile()
