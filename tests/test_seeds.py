@@ -41,3 +41,10 @@ def test_sequence_seeds_depend_on_the_sequence_only():
     music = sequence_seeds(1, frames, tf.constant([4, 6])).numpy()
     np.testing.assert_array_equal(sequence_seeds(1, frames[1:, :6], tf.constant([6])).numpy()[0], music[1])
     np.testing.assert_array_equal(sequence_seeds(1, frames[:1, :4], tf.constant([4])).numpy()[0], music[0])
+
+
+def test_sequence_seeds_take_numpy_arrays_as_tensors():
+    x = np.array([[3, 4, 0], [5, 0, 0]], np.int32)
+    lengths = np.array([2, 1], np.int32)
+    np.testing.assert_array_equal(sequence_seeds(7, x, lengths),
+                                  sequence_seeds(7, tf.constant(x), tf.constant(lengths)))

@@ -48,6 +48,7 @@ def sequence_seeds(seed, x, lengths):
     integer arithmetic (defined under XLA, as on CPUs and GPUs), uses only the first L_b steps, so
     padding and batch composition never change it, and needs no string op or float64 (TPU-safe).
     """
+    x = tf.convert_to_tensor(x)  # numpy arrays and lists too
     steps = tf.shape(x)[1]
     if x.shape.rank == 3:  # a frame → Σ_n x_n·(n + 1)·K_note
         notes = tf.range(1, tf.shape(x)[2] + 1) * tf.constant(_KEY_NOTE - 2**32, tf.int32)
