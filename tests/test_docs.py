@@ -14,7 +14,11 @@ DOCS = ROOT / "docs"
 # Where code and documentation live (tests/ and benchmarks/ are scanned for cited sections only).
 CITING = ("tflatent", "pipelines", "configs", "tests", "benchmarks", "docs", "README.md")
 SELF_CONTAINED = ("tflatent", "pipelines", "configs", "tests", "benchmarks", "docs", "README.md")
-OUTSIDE_CITATIONS = ("shared/reference", "shared/paper", "textflow-notes", "textflow-cpu-figures", "notes §")
+# What a citation of the team's private sources looks like (the sibling folder beside a checkout, its
+# report on the authors' code and its figures). Spelled in pieces so that this list is not itself one.
+OUTSIDE_CITATIONS = tuple("".join(parts) for parts in (("shared/", "reference"), ("shared/", "paper"),
+                                                       ("textflow-", "notes"), ("textflow-", "cpu-figures"),
+                                                       ("notes ", "§")))
 
 
 def _files(places, suffixes=(".py", ".md", ".yaml")):
@@ -138,7 +142,7 @@ def test_links_between_pages_resolve(page):
 
 def test_nothing_cites_a_document_outside_the_repository():
     found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-             for path in _files(SELF_CONTAINED) if path != Path(__file__).resolve()  # the patterns themselves
+             for path in _files(SELF_CONTAINED)
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if any(pattern in line.lower() for pattern in OUTSIDE_CITATIONS)]
     assert not found, "citations of files outside the repository:\n" + "\n".join(found)
