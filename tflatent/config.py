@@ -44,6 +44,8 @@ OPTIMIZERS = ("adam", "sgd")
 STRATEGIES = ("auto", "none", "mirrored", "multi_worker", "tpu")
 # model.lstm_impl: cuDNN through Keras's LSTM machinery | the hand-written loop | cudnn with a GPU, else loop
 LSTM_IMPLS = ("auto", "cudnn", "loop")
+# model.{inference,emission,prior}_network: the paper's LSTMs | self-attention (tflatent.layers.attention)
+SEQUENCE_NETWORKS = ("lstm", "transformer")
 
 
 class ConfigError(ExpectedError, ValueError):
@@ -115,6 +117,13 @@ class ModelConfig:
     position_encoding_size: int = 64  # per feature (position and remaining length) for sinusoidal
     lstm_init: str = "pytorch"  # pytorch: U(±1/√H) weights and bias | keras: Glorot/orthogonal
     lstm_impl: str = "auto"  # auto (cudnn with a GPU, else loop) | cudnn | loop (tflatent.layers.lstm)
+    inference_network: str = "lstm"  # q(z|x): lstm (the paper's BiLSTM) | transformer (bidirectional)
+    emission_network: str = "lstm"  # p(x|z): lstm (BiLSTM over z) | transformer (bidirectional)
+    prior_network: str = "lstm"  # the prior's time context h̃_t: lstm | transformer (causal)
+    attention_units: int = 256  # d of every transformer part
+    attention_layers: int = 2  # blocks per transformer part
+    attention_heads: int = 4  # heads per block (d must divide by it)
+    attention_feed_forward_units: int = 1024  # d_ff of each block's feed-forward layer
 
     _choices = {
         "type": MODEL_TYPES,
@@ -124,11 +133,15 @@ class ModelConfig:
         "position_encoding": POSITION_ENCODINGS,
         "lstm_init": LSTM_INITS,
         "lstm_impl": LSTM_IMPLS,
+        "inference_network": SEQUENCE_NETWORKS,
+        "emission_network": SEQUENCE_NETWORKS,
+        "prior_network": SEQUENCE_NETWORKS,
     }
     _list_choices = {"dropout_locations": DROPOUT_LOCATIONS}
     _positive = ("embedding_size", "z_size", "hidden_size", "q_rnn_layers", "gen_rnn_layers",
                  "prior_rnn_layers", "prior_rnn_units", "lstm_layers", "hidden_flow_layers",
-                 "hidden_flow_hidden_layers", "hidden_flow_units", "position_encoding_size")
+                 "hidden_flow_hidden_layers", "hidden_flow_units", "position_encoding_size",
+                 "attention_units", "attention_layers", "attention_heads", "attention_feed_forward_units")
     _fraction = ("dropout",)
 
 

@@ -28,6 +28,7 @@ import itertools
 import keras
 import tensorflow as tf
 
+from tflatent.config import ConfigError
 from tflatent.data.length_prior import sample_lengths
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.position import PositionFeatures
@@ -105,9 +106,15 @@ class LatentFlowModel(SequenceModel):
     def from_config_fields(cls, config, bundle):
         """The flow model of ``config.model`` (and ``train.elbo_samples``) on ``bundle``, built."""
         m = config.model
+        # Being wired (issue 16): until then a transformer part is refused rather than ignored.
+        parts = ("inference_network", "emission_network", "prior_network")
+        for part in parts:
+            if getattr(m, part) != "lstm":
+                raise ConfigError(f"model.{part}: 'transformer' is not available yet; use 'lstm'")
+        skip = ("type", "lstm_layers") + parts + tuple(k for k in vars(m) if k.startswith("attention_"))
         model = cls(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
                     elbo_samples=config.train.elbo_samples, seed=config.train.seed,
-                    **{k: v for k, v in vars(m).items() if k not in ("type", "lstm_layers")})
+                    **{k: v for k, v in vars(m).items() if k not in skip})
         model.build()
         return model
 
