@@ -126,12 +126,32 @@ def _sparse_matmul(a, b):
     return tf.cast(tf.raw_ops.SparseMatMul(a=a, b=b, a_is_sparse=True), b.dtype), grad
 
 
+def _forward(gates, recurrent_kernel, h0, c0, keep=False):
+    """The forward loop over the projected inputs gates [T, N, 4H] with U [H, 4H] from (h0, c0) [N, H].
+
+    Returns (h_t,) [T, N, H]; with ``keep`` (for ``_recurrence``'s backward pass) also c_t [T, N, H] and
+    the activations (i, f, g, o) concatenated, [T, N, 4H].
+    """
+    num_steps = tf.shape(gates)[0]
+    steps_in = tf.TensorArray(gates.dtype, size=num_steps).unstack(gates)
+
+    def body(t, h, c, outputs):
+        h, c, gate_values = _cell(steps_in.read(t) + tf.matmul(h, recurrent_kernel), c)
+        values = (h, c, tf.concat(gate_values, -1)) if keep else (h,)
+        return t + 1, h, c, tuple(ta.write(t, value) for ta, value in zip(outputs, values))
+
+    outputs = tuple(tf.TensorArray(gates.dtype, size=num_steps) for _ in range(3 if keep else 1))
+    _, _, _, outputs = tf.while_loop(lambda t, *_: t < num_steps, body, (tf.constant(0), h0, c0, outputs),
+                                     maximum_iterations=num_steps)
+    return tuple(ta.stack() for ta in outputs)
+
+
 @tf.custom_gradient
 def _recurrence(gates, recurrent_kernel, h0, c0):
     """h_t for t = 0..T−1 from the projected inputs gates [T, N, 4H], U [H, 4H] and (h0, c0) [N, H].
 
-    The forward loop keeps the activations (i, f, g, o) and c_t. The backward loop carries only
-    ∂h and ∂c from step to step, with one matmul per step (∂h_{t−1} = ∂z_t Uᵀ for z_t = gates_t +
+    The forward loop (``_forward``) keeps the activations (i, f, g, o) and c_t. The backward loop carries
+    only ∂h and ∂c from step to step, with one matmul per step (∂h_{t−1} = ∂z_t Uᵀ for z_t = gates_t +
     h_{t−1} U), and collects ∂z_t; ∂U = Σ_t h_{t−1}ᵀ ∂z_t is then one [H, T·N] × [T·N, 4H] matmul.
     Autodiff of the loop would add a [H, 4H] partial ∂U at every step instead: for small batches
     that traffic, not the arithmetic, is what the step costs (about 1.8× for 5 sequences of 500 units).
@@ -142,16 +162,7 @@ def _recurrence(gates, recurrent_kernel, h0, c0):
         ta = tf.TensorArray(dtype, size=num_steps)
         return ta if values is None else ta.unstack(values)
 
-    steps_in = array(gates)
-
-    def body(t, h, c, hs, cs, activations):
-        h, c, gate_values = _cell(steps_in.read(t) + tf.matmul(h, recurrent_kernel), c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), activations.write(t, tf.concat(gate_values, -1))
-
-    _, _, _, hs, cs, activations = tf.while_loop(
-        lambda t, *_: t < num_steps, body, (tf.constant(0), h0, c0, array(), array(), array()),
-        maximum_iterations=num_steps)
-    hs, cs, activations = hs.stack(), cs.stack(), activations.stack()  # [T, N, H], [T, N, H], [T, N, 4H]
+    hs, cs, activations = _forward(gates, recurrent_kernel, h0, c0, keep=True)  # [T, N, H], [T, N, H], [T, N, 4H]
 
     def grad(d_hs):
         c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
@@ -183,17 +194,7 @@ def _recurrence(gates, recurrent_kernel, h0, c0):
 
 def _inference_recurrence(gates, recurrent_kernel, h0, c0):
     """``_recurrence``'s forward loop alone (h_t [T, N, H]; nothing kept for a backward pass)."""
-    num_steps = tf.shape(gates)[0]
-    steps_in = tf.TensorArray(gates.dtype, size=num_steps).unstack(gates)
-
-    def body(t, h, c, hs):
-        h, c, _ = _cell(steps_in.read(t) + tf.matmul(h, recurrent_kernel), c)
-        return t + 1, h, c, hs.write(t, h)
-
-    _, _, _, hs = tf.while_loop(
-        lambda t, *_: t < num_steps, body,
-        (tf.constant(0), h0, c0, tf.TensorArray(gates.dtype, size=num_steps)), maximum_iterations=num_steps)
-    return hs.stack()
+    return _forward(gates, recurrent_kernel, h0, c0)[0]
 
 
 # The inference loop compiled alone with XLA, one executable per (T, N): its steps run fused, without
