@@ -73,13 +73,16 @@ def test_resume_starts_a_new_run_from_a_checkpoint_epoch(tmp_path, capsys):
     best = str(first / "checkpoints" / "best.weights.h5")
     epoch = read_record(best)["epoch"]
     second = tmp_path / "second"
+    lr = ["--set", "train.learning_rate=2.5e-4"]  # the new run's rate, not the checkpoint's 1e-3
     assert train.main(["--config", CONFIG, "--run-dir", str(second), "--resume", best] + FAST
-                      + ["--set", "train.epochs=6"], **PARTS) == 0
-    assert f"resuming from {best} after epoch {epoch}" in capsys.readouterr().out
+                      + ["--set", "train.epochs=6"] + lr, **PARTS) == 0
+    assert (f"resuming from {best} after epoch {epoch} at train.learning_rate 0.00025 (the checkpoint's rate "
+            "was 0.001)") in capsys.readouterr().out
     assert [int(row["epoch"]) for row in history(second)] == list(range(epoch, 6))
+    assert float(history(second)[0]["lr"]) == pytest.approx(2.5e-4)
     # A run with its own backup continues from it and says that --resume is ignored.
     assert train.main(["--config", CONFIG, "--run-dir", str(second), "--resume", best] + FAST
-                      + ["--set", "train.epochs=7"], **PARTS) == 0
+                      + ["--set", "train.epochs=7"] + lr, **PARTS) == 0
     assert "has its own backup at epoch 6: continuing from it and ignoring --resume" in capsys.readouterr().out
     assert [int(row["epoch"]) for row in history(second)][-1] == 6
 

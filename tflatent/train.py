@@ -23,7 +23,8 @@ progress: the error is one line naming the file and the space needed, and the sa
 continues once space is freed. Expected faults (config, data, checkpoint, run directory, disk) are
 one line on stderr with exit status 2. ``--resume`` applies only to a run directory without a backup;
 the schedules continue from
-the checkpoint's epoch (the reference's ``--load_dir`` also turned the LR schedule on at once).
+the checkpoint's epoch (the reference's ``--load_dir`` also turned the LR schedule on at once) at
+``train.learning_rate``, which replaces the rate loaded with the optimizer (the reference re-created it).
 With ``train.reset_optimizer_on_resume`` the optimizer's moments are zeroed after loading, as the
 reference's re-created optimizer had none.
 

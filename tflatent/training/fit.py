@@ -64,7 +64,9 @@ def train(config: config_lib.Config, run: RunDir, strategy: tf.distribute.Strate
         initial_epoch = resume_epoch
         if t.reset_optimizer_on_resume:
             optimizers.reset_state(model.optimizer)
-        print(f"resuming from {resume} after epoch {initial_epoch}")
+        restored = optimizers.replace_learning_rate(model.optimizer, t.learning_rate)
+        print(f"resuming from {resume} after epoch {initial_epoch} at train.learning_rate {t.learning_rate:g} "
+              f"(the checkpoint's rate was {restored:.3g})")
 
     status, message, history = fit(config, own, model, bundle, inputs, initial_epoch, chief)
     summary = _summary(own, status, message, history, started, model, replicas, inputs.batch, inputs.steps, policy)

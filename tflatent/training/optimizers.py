@@ -4,7 +4,8 @@ Flow models: Adam, lr 1e−3, (β₁, β₂) = (0.9, 0.999), ε = 1e−8 (PyTorc
 no momentum. Both clip the global gradient norm (``train.clip_norm``) over the gradient summed across
 replicas (:class:`CrossReplicaClipping`) and accumulate ``train.grad_accum`` batches per step on one
 device. :func:`reset_state` zeroes the optimizer's state in place, as the reference's rebuild on each
-learning-rate decay does. Why each of these differs from plain Keras (where Keras puts Adam's ε, how it
+learning-rate decay does; :func:`replace_learning_rate` puts the configured rate back after ``--resume``
+loaded a checkpoint's. Why each of these differs from plain Keras (where Keras puts Adam's ε, how it
 clips under ``tf.distribute``, where its gradient accumulation fails) is in ``docs/training.md``.
 """
 
@@ -80,3 +81,12 @@ def reset_state(optimizer: keras.optimizers.Optimizer) -> None:
     for variable in inner.variables:
         if variable is not inner.learning_rate:
             variable.assign(tf.zeros(variable.shape, variable.dtype))
+
+
+def replace_learning_rate(optimizer: keras.optimizers.Optimizer, rate: float) -> float:
+    """Sets the learning rate of ``optimizer`` (a ``LossScaleOptimizer``'s inner one) to ``rate`` in place,
+    e.g. after loading a checkpoint's optimizer state with its own rate; returns the rate it replaced."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    previous = float(keras.ops.convert_to_numpy(inner.learning_rate))
+    inner.learning_rate = rate
+    return previous
