@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from serving_helpers import train_tiny
+from graph_helpers import traced_op_types
+from serving_helpers import CONFIGS, TINY, train_tiny
 
+from tflatent import config as config_lib
 from tflatent import data
+from tflatent.layers.lstm import LSTMStack
+from tflatent.models.registry import build_model
 from tflatent.serving import export
 from tflatent.training.run_dir import RunDir, restore_model
 
@@ -288,3 +292,31 @@ def test_warmup_records_and_client_predict_requests_match_the_signatures(exporte
             direct = _call(model.signatures[signature], inputs)
             for key, value in _run_request(model, request).items():
                 np.testing.assert_array_equal(value, direct[key])
+
+
+@pytest.mark.parametrize("name,bundle_fixture", [("jsb_chorales_af_af_small", "jsb_bundle"),
+                                                 ("ptb_lstm_small", "ptb_bundle")])
+def test_signatures_traced_for_a_gpu_hold_no_cudnn_op(name, bundle_fixture, request, tmp_path):
+    """``model.lstm_impl: auto`` with a GPU visible is "cudnn" traced where the GPU is: each signature of
+    such a model, traced inside ``/GPU:0`` (as on a GPU machine; inspected, not run), holds no cuDNN op,
+    while the model's own likelihood traced there does."""
+    bundle = request.getfixturevalue(bundle_fixture)
+    settings = [f"{key}={value}" for key, value in TINY.items()] + ["model.lstm_impl=cudnn"]
+    config = config_lib.load(os.path.join(CONFIGS, name + ".yaml"), settings)
+    model = build_model(config, bundle)
+    stacks = {stack.implementation for stack in model._flatten_layers() if isinstance(stack, LSTMStack)}
+    assert stacks == {"cudnn"}
+    for asset in ("metadata.json", "config.yaml"):
+        (tmp_path / asset).write_text("{}")
+    module = export.ServingModule(model, config, str(tmp_path / "metadata.json"), str(tmp_path / "config.yaml"),
+                                  num_samples=2, chunk=2)
+    signatures = module.signatures()
+    for signature in signatures.values():
+        ops = traced_op_types(signature.python_function, *signature.input_signature, device="/GPU:0")
+        assert not [op for op in ops if op.startswith("Cudnn")], sorted(ops)
+    assert {stack.implementation for stack in model._flatten_layers() if isinstance(stack, LSTMStack)} == stacks
+    x_spec, lengths_spec = signatures["log_likelihood"].input_signature[:2]
+    sampled = dict(num_samples=2, chunk=2) if model.has_latent else {}
+    unswitched = traced_op_types(lambda x, lengths: model.log_likelihood(x, lengths, **sampled),
+                                 x_spec, lengths_spec, device="/GPU:0")
+    assert unswitched["CudnnRNNV3"] > 0

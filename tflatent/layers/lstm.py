@@ -40,6 +40,8 @@ length of 0 runs one step whose outputs are then set to zero. cuDNN does not com
 share of the gates once per sequence: it multiplies the concatenated input, which a GPU does cheaply.
 
 "auto": "cudnn" when TensorFlow sees a GPU, else "loop" (``resolve_impl``, at construction).
+``loop_implementation(model)`` makes every stack of a model run "loop" while a graph is traced, for a
+graph that must run anywhere (an exported SavedModel: a CPU-only server has no CudnnRNNV3 kernel).
 
 Initialisation (``init``):
   "pytorch"  W, U ~ U(±1/√H). PyTorch has two bias vectors (b_ih + b_hh, each U(±1/√H)) where Keras
@@ -51,6 +53,7 @@ Initialisation (``init``):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 
@@ -526,3 +529,22 @@ def _reverse(x, lengths):
     if lengths is None:
         return tf.reverse(x, axis=[0])
     return tf.reverse_sequence(x, lengths, seq_axis=0, batch_axis=1)
+
+
+@contextlib.contextmanager
+def loop_implementation(layer: keras.layers.Layer):
+    """Inside the block every ``LSTMStack`` in ``layer`` (a model, say) runs "loop", whatever its ``impl``.
+
+    For tracing a portable graph: "loop" uses no device-specific op (``tflatent.layers.placement`` picks
+    the dense context product wherever the trace is not on a CPU), so the graph runs on a CPU or a GPU;
+    the variables are the same for both implementations. Each stack's implementation is restored on exit.
+    """
+    stacks = [sub for sub in layer._flatten_layers() if isinstance(sub, LSTMStack)]
+    chosen = [stack.implementation for stack in stacks]
+    for stack in stacks:
+        stack.implementation = "loop"
+    try:
+        yield
+    finally:
+        for stack, implementation in zip(stacks, chosen):
+            stack.implementation = implementation

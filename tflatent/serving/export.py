@@ -7,6 +7,10 @@ with the signatures ``serving_default`` (sampling), ``log_likelihood``, ``encode
 tflatent nor the data. The signatures' inputs and outputs (dtypes, shapes), the input checks, the
 options, REST examples and how to serve the folder with TF Serving or ``python -m tflatent.serve`` are
 in ``docs/serving.md``.
+
+Every signature is traced with the LSTMs' "loop" implementation (``loop_implementation``), whatever
+``model.lstm_impl`` says: "auto" on a machine with a GPU would otherwise trace cuDNN ops
+(CudnnRNNV3), which a CPU-only TF Serving cannot run. The exported graph runs on a CPU or a GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tflatent import cli
 from tflatent import config as config_lib
 from tflatent.data.sources import MIN_PITCH, NUM_PITCHES
 from tflatent.data.vocabulary import PAD_ID, UNK_ID
+from tflatent.layers.lstm import loop_implementation
 from tflatent.serving import warmup
 
 FORMAT_VERSION = 1  # of metadata.json
@@ -80,27 +85,32 @@ class ServingModule(tf.Module):
         return signatures
 
     # ------------------------------------------------------------------ the signatures
+    # Each runs the model under ``loop_implementation`` (the module docstring: no cuDNN op in the graph).
     def _sample(self, lengths, temperature, seed):
         checks = _length_checks(lengths, self.model.max_time) + [
             _require(temperature > 0.0, "temperature: must be > 0 (it scales the base noise or divides the "
                      "logits); got", temperature)]
         with tf.control_dependencies(checks):
             lengths = tf.identity(lengths)
-        x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
+        with loop_implementation(self.model):
+            x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
         return {"x": x, "lengths": lengths}
 
     def _sampled_log_likelihood(self, x, lengths, seed):
         x, lengths = self._checked(x, lengths)
-        return _likelihood_outputs(self.model.log_likelihood(
-            x, lengths, num_samples=self._num_samples, chunk=self._chunk, seed=tf.stack([seed, 0])), lengths)
+        with loop_implementation(self.model):
+            return _likelihood_outputs(self.model.log_likelihood(
+                x, lengths, num_samples=self._num_samples, chunk=self._chunk, seed=tf.stack([seed, 0])), lengths)
 
     def _exact_log_likelihood(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        return _likelihood_outputs(self.model.log_likelihood(x, lengths), lengths)
+        with loop_implementation(self.model):
+            return _likelihood_outputs(self.model.log_likelihood(x, lengths), lengths)
 
     def _encode(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        mu, logvar = self.model.encode(x, lengths)  # [B, T, Z] each
+        with loop_implementation(self.model):
+            mu, logvar = self.model.encode(x, lengths)  # [B, T, Z] each
         mask = tf.sequence_mask(lengths, tf.shape(mu)[1], dtype=mu.dtype)[..., None]
         return {"z_mean": mu * mask, "z_log_variance": logvar * mask}
 
