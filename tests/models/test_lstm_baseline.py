@@ -1,8 +1,6 @@
 """LSTMBaseline: the reference's shifted T-conditioning, exact likelihood, objective, sampling, JSB training."""
 
 import math
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -225,39 +223,6 @@ def test_loss_keeps_going_down_on_jsb_at_a_larger_size(data_dir):
     """Size 64, 1,200 steps of Adam 5e-3 (about 40 s): 57.1 → 2.5 nats per frame (it memorises the 32)."""
     first, last = train_on_jsb(data_dir, steps=1200, size=64, learning_rate=5e-3)
     assert first > 40.0 and last < 5.0
-
-
-MIRRORED_CHECK = """
-import numpy as np, keras, tensorflow as tf
-from tflatent.training.distribute import make_strategy
-mirrored = make_strategy("mirrored", 2)
-from tflatent.models.lstm_baseline import LSTMBaseline
-rng = np.random.default_rng(0)
-lengths = np.array([6, 5, 4, 3, 6, 2, 1, 6], np.int32)
-x = rng.integers(1, 5, size=(8, 6)).astype(np.int32) * (np.arange(6)[None] < lengths[:, None])
-log_p_T = np.r_[-np.inf, np.full(10, -np.log(10))].astype(np.float32)
-def fit(strategy):
-    keras.utils.set_random_seed(0)
-    with strategy.scope():
-        model = LSTMBaseline(5, 10, log_p_T, embedding_size=6, hidden_size=8, dropout=0.0)
-        model.build()
-        model.compile(optimizer=keras.optimizers.SGD(1.0))
-    logs = model.fit(tf.data.Dataset.from_tensors((x, lengths)), epochs=1, verbose=0).history
-    return logs, model.get_weights()
-(logs, weights), (single_logs, single_weights) = fit(mirrored), fit(tf.distribute.get_strategy())
-assert mirrored.num_replicas_in_sync == 2
-assert np.allclose(logs["loss"], single_logs["loss"]) and np.allclose(logs["nll"], single_logs["nll"]), logs
-assert max(np.abs(a - b).max() for a, b in zip(weights, single_weights)) < 1e-6
-print("ok")
-"""
-
-
-@pytest.mark.slow
-def test_one_step_under_a_two_replica_mirrored_strategy_equals_one_device():
-    """The loss is scaled by the global batch: the update and metrics equal the single-device ones.
-    A fresh process, because the CPU must be split into two logical devices before TF starts."""
-    result = subprocess.run([sys.executable, "-c", MIRRORED_CHECK], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 def test_loop_and_cudnn_give_the_same_likelihood_and_gradients_and_cudnn_trains_without_a_loop():

@@ -84,6 +84,23 @@ MIRRORED = textwrap.dedent("""
     _, one_sgd = train(default, lambda: optimizers.make_optimizer(sgd))
     _, two_sgd = train(mirrored, lambda: optimizers.make_optimizer(sgd))
     _, keras_sgd = train(mirrored, lambda: keras.optimizers.SGD(1.0, global_clipnorm=0.05))
+    # The LSTM baseline (a loss scaled by the global batch in its own train step), unequal lengths.
+    from tflatent.models.lstm_baseline import LSTMBaseline
+    lengths = np.array([6, 5, 4, 3, 6, 2, 1, 6], np.int32)
+    tokens = np.random.default_rng(0).integers(1, 5, size=(8, 6)).astype(np.int32)
+    tokens *= np.arange(6)[None] < lengths[:, None]
+    log_p_T = np.r_[-np.inf, np.full(10, -np.log(10))].astype(np.float32)
+
+    def train_baseline(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = LSTMBaseline(5, 10, log_p_T, embedding_size=6, hidden_size=8, dropout=0.0)
+            model.build()
+            model.compile(optimizer=keras.optimizers.SGD(1.0))
+        logs = model.fit(tf.data.Dataset.from_tensors((tokens, lengths)), epochs=1, verbose=0).history
+        return logs["loss"][0], logs["nll"][0], model.get_weights()
+
+    (two_b_loss, two_b_nll, two_b), (one_b_loss, one_b_nll, one_b) = train_baseline(mirrored), train_baseline(default)
     try:
         with mirrored.scope():
             optimizers.make_optimizer(TrainConfig(grad_accum=2))
@@ -94,6 +111,8 @@ MIRRORED = textwrap.dedent("""
                       "weights_diff": float(np.abs(one_weights - two_weights).max()),
                       "sgd_diff": float(np.abs(one_sgd - two_sgd).max()),
                       "keras_diff": float(np.abs(one_sgd - keras_sgd).max()),
+                      "baseline_losses": [one_b_loss, two_b_loss], "baseline_nlls": [one_b_nll, two_b_nll],
+                      "baseline_diff": float(max(np.abs(a - b).max() for a, b in zip(one_b, two_b))),
                       "accumulation": accumulation}}))
 """)
 
@@ -104,6 +123,8 @@ def _run(args, env=None, timeout=240):
 
 
 def test_two_steps_mirrored_over_two_logical_cpus_match_one_device():
+    """The stand-in (two steps, Adam and SGD with an active clip) and one step of the LSTM baseline: the
+    loss is scaled by the global batch, so the updates and metrics equal the single-device ones."""
     done = _run([sys.executable, "-c", MIRRORED.format(tests=TESTS)])
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -113,6 +134,9 @@ def test_two_steps_mirrored_over_two_logical_cpus_match_one_device():
     # Keras's own clipping bounds each replica's share instead of the global gradient: a larger step.
     assert result["keras_diff"] > 0.01
     assert "train.grad_accum = 2 cannot run on 2 replicas" in result["accumulation"]
+    assert result["baseline_losses"][1] == pytest.approx(result["baseline_losses"][0], rel=1e-5)
+    assert result["baseline_nlls"][1] == pytest.approx(result["baseline_nlls"][0], rel=1e-5)
+    assert result["baseline_diff"] < 1e-6
 
 
 def _free_port():
