@@ -264,15 +264,28 @@ class LSTM(keras.layers.Layer):
         Returns:
           [T, S·B, 4H].
         """
-        features = inputs.shape[-1]
-        gates = tf.tensordot(inputs, self.kernel[:features], axes=1)  # [T, S, B, 4H]
-        gates += self.bias if context is None else self.project_context(context)[:, None]  # [T, 1, B, 4H]
+        if context is None:
+            gates = tf.tensordot(inputs, self.kernel, axes=1) + self.bias  # [T, S, B, 4H]
+        else:
+            input_kernel, context_kernel = self._split_kernel(context.shape[-1])
+            gates = tf.tensordot(inputs, input_kernel, axes=1)  # [T, S, B, 4H]
+            gates += (_context_matmul(context, context_kernel) + self.bias)[:, None]  # [T, 1, B, 4H]
         shape = tf.shape(gates)
         return tf.reshape(gates, tf.stack([shape[0], shape[1] * shape[2], 4 * self.units]))
 
     def project_context(self, context):
         """The context's share of the gates plus the bias: context [..., C] (the kernel's last C rows) → [..., 4H]."""
-        return _context_matmul(context, self.kernel[-context.shape[-1]:]) + self.bias
+        return _context_matmul(context, self._split_kernel(context.shape[-1])[1]) + self.bias
+
+    def _split_kernel(self, context_size):
+        """(the inputs' rows [F, 4H], the context's last C rows [C, 4H]) of the kernel, by one Split.
+
+        The gradient of a Split is one Concat of its pieces' gradients; two slices (``kernel[:F]``,
+        ``kernel[-C:]``) would each give a zero-filled [F + C, 4H] gradient (StridedSliceGrad) and
+        their sum, ~6 % of the op time of a paper-size JSB AF/AF training step.
+        """
+        rows = self.kernel.shape[0]
+        return tf.split(self.kernel, [rows - context_size, context_size], axis=0)
 
     def recur(self, gates, initial_state=None, compiled=False):
         """Runs the recurrence over projected inputs.
