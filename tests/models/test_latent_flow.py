@@ -35,9 +35,11 @@ def first_batch(bundle, split="train", batch_size=4, limit_steps=None):
     return x, lengths
 
 
-@pytest.mark.parametrize("prior", sorted(PRIORS))
-def test_every_weight_gets_a_finite_nonzero_gradient_from_one_step(jsb_bundle, prior):
-    model = tiny_model(jsb_bundle, prior, dropout_locations=[])
+@pytest.mark.parametrize("prior,prior_network", [(prior, "lstm") for prior in sorted(PRIORS)]
+                         + [("af_af", "transformer"), ("iaf_scf", "transformer")])
+def test_every_weight_gets_a_finite_nonzero_gradient_from_one_step(jsb_bundle, prior, prior_network):
+    attention = dict(attention_units=8, attention_heads=2, attention_feed_forward_units=16)
+    model = tiny_model(jsb_bundle, prior, dropout_locations=[], prior_network=prior_network, **attention)
     x, lengths = first_batch(jsb_bundle, limit_steps=12)
     model.beta.assign(1.0)
     with tf.GradientTape() as tape:
