@@ -70,7 +70,8 @@ class TimeContext:
     def parallel(self, y, lengths, training=False, compiled=False):
         """h̃_t for every t from y [S, N, T, H] and lengths [N]: [S, N, T, U].
 
-        ``compiled``: for the LSTM, run its loop as an XLA executable (no gradient; ``LSTMStack.call``).
+        ``compiled``: for the LSTM, run its loop as an XLA executable (no gradient; ``LSTMStack.call``);
+        the attention pass has no loop and ignores it.
         """
         raise NotImplementedError
 
