@@ -12,8 +12,9 @@ so every conditional is conditioned on the past of y and on the length T, and on
       MLP(pos_0); h̃_0 = the top layer's h_0, and h̃_t (t ≥ 1) = the top layer's output after reading
       [y_s, pos_{s+1}] for s = 0..t−1.
   ``AttentionTimeContext`` (``model.prior_network: transformer``): h̃ = CausalAttentionContext(y, pos)
-      with x̃_0 = s (learned), x̃_t = y_{t−1} W_x and the context pos_t, attending to rows s ≤ t:
-      h̃_t = Blocks(x̃_≤t + pos_≤t W_c + b)_t.
+      with x̃_0 = s (learned), x̃_t = y_{t−1} W_x and the context pos_t (aligned with the outputs, where
+      the LSTM reads pos_{s+1} beside y_s), pre-norm blocks attending to rows s ≤ t and a final LN:
+      h̃_t = LN(Blocks(x̃ + pos W_c + b))_t, which reads x̃_≤t and pos_≤t only.
 
 Two ways to compute the same h̃ (``TimeContext``):
 
