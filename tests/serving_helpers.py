@@ -13,10 +13,12 @@ TINY = {"model.embedding_size": 16, "model.z_size": 4, "model.hidden_size": 12, 
         "model.position_encoding_size": 8}
 
 
-def train_tiny(path, config_name: str, data_dir, tfds_dir) -> str:
-    """Trains ``configs/<config_name>.yaml`` at a tiny size for two steps into the run directory ``path``."""
-    settings = {**TINY, "train.epochs": 1, "train.steps_per_epoch": 2, "train.nll_every": 0, "train.verbose": 0,
-                "data.data_dir": str(data_dir), "data.tfds_dir": str(tfds_dir), "data.eval_limit": 8}
+def train_tiny(path, config_name: str, data_dir, tfds_dir, overrides=None) -> str:
+    """Trains ``configs/<config_name>.yaml`` at a tiny size (and ``overrides``, {field: value}) for two steps
+    into the run directory ``path``."""
+    settings = {**TINY, **(overrides or {}), "train.epochs": 1, "train.steps_per_epoch": 2, "train.nll_every": 0,
+                "train.verbose": 0, "data.data_dir": str(data_dir), "data.tfds_dir": str(tfds_dir),
+                "data.eval_limit": 8}
     argv = ["--config", os.path.join(CONFIGS, config_name + ".yaml"), "--run-dir", str(path)]
     for key, value in settings.items():
         argv += ["--set", f"{key}={value}"]

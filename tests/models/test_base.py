@@ -17,11 +17,11 @@ X = tf.constant([[2, 3, 4, 5, 0, 0], [6, 2, 0, 0, 0, 0]], tf.int32)
 LENGTHS = tf.constant([4, 2], tf.int32)
 
 
-def flow_model():
+def flow_model(**overrides):
     keras.utils.set_random_seed(0)
     model = LatentFlowModel(V, False, MAX_T, LOG_P_T, elbo_samples=2, embedding_size=8, z_size=4,
                             hidden_size=6, prior_rnn_units=6, hidden_flow_layers=2, hidden_flow_units=8,
-                            position_encoding="sinusoidal", position_encoding_size=4)
+                            position_encoding="sinusoidal", position_encoding_size=4, **overrides)
     model.build()
     return model
 
@@ -62,7 +62,12 @@ def test_one_split_evaluation_for_both_models():
     assert sampled["elbo"] == pytest.approx(sampled["recon"] + sampled["kl"] + minus_log_p_T, rel=1e-5)
 
 
-@pytest.mark.parametrize("make", [flow_model, baseline_model], ids=["flow", "lstm"])
+def attention_prior_flow_model():
+    return flow_model(prior_network="transformer", attention_units=8, attention_heads=2, attention_feed_forward_units=8)
+
+
+@pytest.mark.parametrize("make", [flow_model, attention_prior_flow_model, baseline_model],
+                         ids=["flow", "flow-attention-prior", "lstm"])
 def test_a_keras_file_round_trips_with_the_shared_layers_shared(make, tmp_path):
     model = make()
     model.build_from_config(model.get_build_config())  # as KerasTuner's Hyperband does: a no-op once built

@@ -35,9 +35,11 @@ def first_batch(bundle, split="train", batch_size=4, limit_steps=None):
     return x, lengths
 
 
-@pytest.mark.parametrize("prior", sorted(PRIORS))
-def test_every_weight_gets_a_finite_nonzero_gradient_from_one_step(jsb_bundle, prior):
-    model = tiny_model(jsb_bundle, prior, dropout_locations=[])
+@pytest.mark.parametrize("prior,prior_network", [(prior, "lstm") for prior in sorted(PRIORS)]
+                         + [("af_af", "transformer"), ("iaf_scf", "transformer")])
+def test_every_weight_gets_a_finite_nonzero_gradient_from_one_step(jsb_bundle, prior, prior_network):
+    attention = dict(attention_units=8, attention_heads=2, attention_feed_forward_units=16)
+    model = tiny_model(jsb_bundle, prior, dropout_locations=[], prior_network=prior_network, **attention)
     x, lengths = first_batch(jsb_bundle, limit_steps=12)
     model.beta.assign(1.0)
     with tf.GradientTape() as tape:
@@ -286,3 +288,41 @@ def test_each_sequences_importance_samples_are_its_own(jsb_bundle):
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-5)
     other = model.log_likelihood(x, lengths, num_samples=5, chunk=2, seed=4).numpy()
     assert not np.allclose(other, whole, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- model.prior_network: transformer
+ATTENTION_PRIOR = dict(prior_network="transformer", attention_units=8, attention_layers=2, attention_heads=2,
+                       attention_feed_forward_units=16)
+
+
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+def test_an_attention_prior_generates_and_scores_sequences(ptb_bundle, prior):
+    model = tiny_model(ptb_bundle, prior, **ATTENTION_PRIOR)
+    assert type(model.prior.time_context).__name__ == "AttentionTimeContext"
+    x, lengths = model.generate(lengths=[5, 9], seed=4)  # the prior's sampler compiled with XLA
+    assert x.shape == (2, 9) and np.all(x.numpy()[0, 5:] == 0) and np.all(x.numpy()[:, :5] > 0)
+    graph = tf.function(model.generate_for_lengths)(tf.constant([5, 9]), seed=4)  # T_max a tensor, no XLA
+    assert graph.shape == (2, 9) and np.all(graph.numpy()[0, 5:] == 0)
+    x, lengths = first_batch(ptb_bundle, split="valid", batch_size=3)
+    log_likelihood = model.log_likelihood(x, lengths, num_samples=4, chunk=2, seed=1).numpy()
+    assert log_likelihood.shape == (3,) and np.all(np.isfinite(log_likelihood)) and np.all(log_likelihood < 0)
+
+
+def test_an_attention_prior_model_round_trips_through_a_weights_file(jsb_bundle, tmp_path):
+    model = tiny_model(jsb_bundle, "iaf_scf", **ATTENTION_PRIOR)
+    x, lengths = first_batch(jsb_bundle, split="valid", batch_size=3, limit_steps=10)
+    path = str(tmp_path / "attention.weights.h5")
+    model.save_weights(path)
+    copy = tiny_model(jsb_bundle, "iaf_scf", seed=1, **ATTENTION_PRIOR)
+    assert not np.allclose(copy.log_weights(x, lengths, 2, seed=3), model.log_weights(x, lengths, 2, seed=3))
+    copy.load_weights(path)
+    np.testing.assert_array_equal(copy.log_weights(x, lengths, 2, seed=3), model.log_weights(x, lengths, 2, seed=3))
+
+
+def test_build_model_wires_the_prior_network_and_the_attention_sizes(jsb_bundle):
+    config = config_lib.load("configs/jsb_chorales_iaf_scf_small.yaml", overrides=[
+        "model.prior_network=transformer", "model.attention_units=16", "model.attention_layers=1",
+        "model.attention_heads=2", "model.attention_feed_forward_units=24"])
+    attention = build_model(config, jsb_bundle).prior.attention
+    assert (attention.units, attention.num_layers, attention.num_heads, attention.feed_forward_units) == (16, 1, 2, 24)
+    assert attention.dropout_rate == (config.model.dropout if "prior_rnn" in config.model.dropout_locations else 0)

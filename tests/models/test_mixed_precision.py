@@ -39,11 +39,11 @@ def short_batches(bundle, batch_size=4, steps=16):
     return tf.data.Dataset.from_tensors(batch).repeat()
 
 
-def flow_model(bundle, time_flow, hidden_flow):
+def flow_model(bundle, time_flow, hidden_flow, **overrides):
     keras.utils.set_random_seed(0)
     model = LatentFlowModel(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
                             elbo_samples=2,
-                            time_flow=time_flow, hidden_flow=hidden_flow, **SMALL)
+                            time_flow=time_flow, hidden_flow=hidden_flow, **{**SMALL, **overrides})
     model.build()
     return model
 
@@ -92,6 +92,27 @@ def test_a_small_jsb_flow_model_trains_in_mixed_bfloat16_with_float32_flows(jsb_
         loss, recon, kl = model.objective(x, lengths)
         assert loss.dtype == recon.dtype == kl.dtype == tf.float32
 
+        model.beta.assign(1.0)
+        assert_trains(train_losses(model, data))
+
+
+@pytest.mark.parametrize("time_flow, hidden_flow", [("af", "af"), ("iaf", "scf")])
+def test_an_attention_prior_trains_in_mixed_bfloat16_with_float32_flows(jsb_bundle, time_flow, hidden_flow):
+    """Both directions of the causal self-attention context: the parallel pass and the cached step loop
+    (AF sampling, IAF density in training) compute in bfloat16; the flow and every density in float32."""
+    with policy("mixed_bfloat16"):
+        model = flow_model(jsb_bundle, time_flow, hidden_flow, prior_network="transformer", attention_units=16,
+                           attention_layers=2, attention_heads=2, attention_feed_forward_units=16)
+        data = short_batches(jsb_bundle)
+        x, lengths = next(iter(data))
+        assert model.prior.attention.compute_dtype == "bfloat16"
+        assert {v.dtype for v in model.prior.attention.weights} == {"float32"}
+        assert model.prior.flow.compute_dtype == "float32"
+        z = tf.random.stateless_normal([2, *x.shape[:2], 4], seed=[1, 2])
+        assert model.prior.log_prob(z, lengths).dtype == tf.float32
+        sampled, sample_log_p = model.prior.sample(lengths, seed=3)
+        assert sampled.dtype == sample_log_p.dtype == tf.float32
+        np.testing.assert_allclose(model.prior.log_prob(sampled, lengths), sample_log_p, atol=0.05, rtol=0.05)
         model.beta.assign(1.0)
         assert_trains(train_losses(model, data))
 

@@ -1,7 +1,8 @@
 """python -m tflatent.export: SavedModels that a process without tflatent loads and that answer as the model does.
 
-Tiny IAF/SCF and AF/AF models trained for two steps on the JSB chorales and a tiny LSTM baseline on PTB
-are exported once per module; one fresh process loads all three and calls every signature.
+Tiny IAF/SCF (with the paper's LSTM prior and with a self-attention prior) and AF/AF models trained for two
+steps on the JSB chorales and a tiny LSTM baseline on PTB are exported once per module; one fresh process
+loads all four and calls every signature.
 """
 
 import hashlib
@@ -25,7 +26,11 @@ from tflatent.models.registry import build_model
 from tflatent.serving import export
 from tflatent.training.run_dir import RunDir, restore_model
 
-RUNS = {"iaf_scf": "jsb_chorales_iaf_scf_small", "af_af": "jsb_chorales_af_af_small", "lstm": "ptb_lstm_small"}
+RUNS = {"iaf_scf": "jsb_chorales_iaf_scf_small", "af_af": "jsb_chorales_af_af_small", "lstm": "ptb_lstm_small",
+        "iaf_scf_attention": "jsb_chorales_iaf_scf_small"}
+OVERRIDES = {"iaf_scf_attention": {"model.prior_network": "transformer", "model.attention_units": 8,
+                                   "model.attention_layers": 1, "model.attention_heads": 2,
+                                   "model.attention_feed_forward_units": 16}}
 SAMPLES, CHUNK = 5, 2  # importance samples of the exported likelihood, drawn 2 + 2 + 1
 SAMPLE_INPUTS = {"lengths": [7, 3, 5], "temperature": 0.8, "seed": 11}
 LL_SEED = 3
@@ -60,7 +65,7 @@ class Exported:
     """One trained run, its export (version 1) and the in-process model restored as export restored it."""
 
     def __init__(self, root, name, data_dir, tfds_dir):
-        self.run = train_tiny(root / "runs" / name, RUNS[name], data_dir, tfds_dir)
+        self.run = train_tiny(root / "runs" / name, RUNS[name], data_dir, tfds_dir, OVERRIDES.get(name))
         self.out = str(root / "saved_models" / name)
         assert export.main(["--run", self.run, "--out", self.out, "--samples", str(SAMPLES),
                             "--chunk", str(CHUNK)]) == 0
@@ -110,7 +115,7 @@ def fresh_results(exported, tmp_path_factory):
     return dict(np.load(folder / "out.npz"))
 
 
-@pytest.mark.parametrize("name", ["iaf_scf", "af_af"])
+@pytest.mark.parametrize("name", ["iaf_scf", "af_af", "iaf_scf_attention"])
 def test_flow_signatures_match_the_model(exported, fresh_results, name):
     e = exported[name]
     lengths = tf.constant(SAMPLE_INPUTS["lengths"])
@@ -133,6 +138,14 @@ def test_flow_signatures_match_the_model(exported, fresh_results, name):
     np.testing.assert_allclose(fresh_results[f"{name}/encode/z_mean"], mu * mask, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fresh_results[f"{name}/encode/z_log_variance"], logvar * mask, rtol=1e-5, atol=1e-6)
     assert fresh_results[f"{name}/encode/z_mean"].shape == (3, 12, 4)
+
+
+def test_an_attention_prior_leaves_every_signature_unchanged(exported, loaded):
+    lstm, attention = loaded["iaf_scf"], tf.saved_model.load(exported["iaf_scf_attention"].path)
+    assert sorted(attention.signatures) == sorted(lstm.signatures)
+    for name, function in lstm.signatures.items():
+        assert attention.signatures[name].structured_input_signature == function.structured_input_signature, name
+        assert attention.signatures[name].structured_outputs == function.structured_outputs, name
 
 
 def test_baseline_signatures_match_the_model(exported, fresh_results):

@@ -142,11 +142,14 @@ class TransformerBlock(keras.layers.Layer):
         Returns:
           (output [N, 1, d], keys, values) with row t's key and value written in.
         """
-        a = self.attention_norm(x)[:, 0]  # [N, d]
+        a = self.attention_norm(x)[:, 0]  # [N, d], in the compute dtype
         attention = self.attention
 
+        def weight(variable, shape):  # read as a layer call would (a method call has no autocast scope)
+            return tf.reshape(tf.cast(variable, a.dtype), shape)
+
         def heads(dense):  # the EinsumDense's [d, n, d_k] kernel as one [d, d] matrix: → [N, n, 1, d_k]
-            kernel, bias = tf.reshape(dense.kernel, [self.units, self.units]), tf.reshape(dense.bias, [-1])
+            kernel, bias = weight(dense.kernel, [self.units, self.units]), weight(dense.bias, [-1])
             return tf.reshape(tf.matmul(a, kernel) + bias, [-1, self.num_heads, 1, self.key_dim])
 
         batch = tf.shape(a)[0]
@@ -160,7 +163,7 @@ class TransformerBlock(keras.layers.Layer):
         attended = tf.matmul(tf.nn.softmax(scores), values)  # [N, n, 1, d_k]
         attended = tf.reshape(attended, [-1, self.units])  # the heads side by side, as W_O reads them
         output = attention.output_dense
-        out = tf.matmul(attended, tf.reshape(output.kernel, [self.units, self.units])) + output.bias
+        out = tf.matmul(attended, weight(output.kernel, [self.units, self.units])) + weight(output.bias, [-1])
         x = x + self.dropout(out[:, None], training=training)
         return self._feed_forward(x, training), keys, values
 
@@ -346,8 +349,11 @@ class CausalAttentionContext(AttentionStack):
         index = cache["index"]
         if context_projection is None:
             context_projection = self.bias if context is None else self.project_context(context)
-        projected = tf.matmul(inputs, self.input_kernel)
-        x = tf.where(index > 0, projected, self.start) + context_projection  # [N, d]
+        # In the compute dtype, as a layer call would run (a method call has no autocast scope): under
+        # mixed precision the inputs, the context's projection and the raw weights are cast.
+        dtype = self.compute_dtype
+        projected = tf.matmul(tf.cast(inputs, dtype), tf.cast(self.input_kernel, dtype))
+        x = tf.where(index > 0, projected, tf.cast(self.start, dtype)) + tf.cast(context_projection, dtype)
         x = self.dropout(x, training=training)[:, None]  # [N, 1, d]
         keys, values = [], []
         for block, block_keys, block_values in zip(self.blocks, cache["keys"], cache["values"]):

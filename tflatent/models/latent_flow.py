@@ -61,7 +61,9 @@ class LatentFlowModel(SequenceModel):
                  hidden_flow="af", transform="nlsq", prior_rnn_units=500, prior_rnn_layers=2,
                  hidden_flow_layers=5, hidden_flow_hidden_layers=2, hidden_flow_units=100, dropout=0.2,
                  dropout_locations=("prior_rnn",), tie_weights=True, position_encoding="onehot",
-                 position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", seed=0, **kwargs):
+                 position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", seed=0,
+                 prior_network="lstm", attention_units=256, attention_layers=2, attention_heads=4,
+                 attention_feed_forward_units=1024, **kwargs):
         super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.seed = int(seed)
         self.elbo_samples = elbo_samples
@@ -77,7 +79,9 @@ class LatentFlowModel(SequenceModel):
             hidden_flow_hidden_layers=hidden_flow_hidden_layers, hidden_flow_units=hidden_flow_units,
             dropout=dropout, dropout_locations=list(dropout_locations), tie_weights=tie_weights,
             position_encoding=position_encoding, position_encoding_size=position_encoding_size,
-            lstm_init=lstm_init, lstm_impl=lstm_impl, seed=self.seed)
+            lstm_init=lstm_init, lstm_impl=lstm_impl, seed=self.seed,
+            prior_network=prior_network, attention_units=attention_units, attention_layers=attention_layers,
+            attention_heads=attention_heads, attention_feed_forward_units=attention_feed_forward_units)
         self.beta = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
@@ -90,7 +94,9 @@ class LatentFlowModel(SequenceModel):
             rnn_units=prior_rnn_units, rnn_layers=prior_rnn_layers, hidden_flow_layers=hidden_flow_layers,
             hidden_flow_hidden_layers=hidden_flow_hidden_layers, hidden_flow_units=hidden_flow_units,
             dropout=rate("prior_rnn"), hidden_flow_dropout=rate("prior_ff"), lstm_init=lstm_init,
-            lstm_impl=lstm_impl, name="prior")
+            lstm_impl=lstm_impl, network=prior_network, attention_units=attention_units,
+            attention_layers=attention_layers, attention_heads=attention_heads,
+            attention_feed_forward_units=attention_feed_forward_units, name="prior")
         self.emission = EmissionNetwork(
             vocab_size, z_size, hidden_size, gen_rnn_layers, music=music, position=self.position,
             embedding=self.embedding if tie_weights else None, dropout=rate("rnn_outp"),
@@ -107,11 +113,11 @@ class LatentFlowModel(SequenceModel):
         """The flow model of ``config.model`` (and ``train.elbo_samples``) on ``bundle``, built."""
         m = config.model
         # Being wired (issue 16): until then a transformer part is refused rather than ignored.
-        parts = ("inference_network", "emission_network", "prior_network")
+        parts = ("inference_network", "emission_network")
         for part in parts:
             if getattr(m, part) != "lstm":
                 raise ConfigError(f"model.{part}: 'transformer' is not available yet; use 'lstm'")
-        skip = ("type", "lstm_layers") + parts + tuple(k for k in vars(m) if k.startswith("attention_"))
+        skip = ("type", "lstm_layers") + parts
         model = cls(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
                     elbo_samples=config.train.elbo_samples, seed=config.train.seed,
                     **{k: v for k, v in vars(m).items() if k not in skip})

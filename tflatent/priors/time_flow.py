@@ -7,20 +7,24 @@ Paper §4 (Figure 4), reference docs/reference.md §2.3. Each step's vector z_t 
     IAF in time (IAF/SCF):        z_t = f(ε_t; h̃_t(ε_<t)),   same density, but ε_<t must be computed first
     none ("AF-only", the reference's ``hiddenflow_only``): z_t = f(ε_t; pos_t), no dependence across time
 
-h̃_t comes from an LSTM that reads [y_t, pos_{t+1}] (y = z for AF, ε for IAF), shifted right by one:
-h̃_0 is the top layer's initial hidden state, itself computed from pos_0 by a small network, and h̃_t
-(t ≥ 1) is the top layer's output after reading steps 0..t−1. The position features pos_t encode t and
-the remaining length T−1−t, so every conditional is conditioned on T.
+h̃_t = g(y_<t, pos_≤t) (y = z for AF, ε for IAF) is the time context (``tflatent.priors.time_context``,
+config ``model.prior_network``): the paper's LSTM, which reads [y_t, pos_{t+1}] shifted right by one
+(h̃_0 is the top layer's initial hidden state, itself computed from pos_0 by a small network, and h̃_t,
+t ≥ 1, its output after reading steps 0..t−1), or causal self-attention over y_<t with pos_≤t. The
+position features pos_t encode t and the remaining length T−1−t, so every conditional is conditioned on T.
+In training, h̃ goes through dropout (reference location "prior_rnn") before the hidden flow reads it.
 
 Which direction is parallel:
 
 | time flow | log_prob (density)                 | sample                               |
 |-----------|------------------------------------|--------------------------------------|
-| af        | parallel over t (one LSTM pass)    | sequential over t (``tf.scan``)      |
-| iaf       | sequential over t (``tf.scan``)    | parallel over t (one LSTM pass)      |
+| af        | parallel over t (one context pass) | sequential over t (a step loop)      |
+| iaf       | sequential over t (a step loop)    | parallel over t (one context pass)   |
 | none      | parallel                           | parallel                             |
 
-Sequential parts are ``tf.scan`` loops (XLA-compilable); there is no Python loop over time.
+A context pass is one LSTM pass (O(T) sequential steps) or one causal attention pass (O(layers)).
+Sequential parts are ``tf.while_loop``s over the time context's ``step`` (XLA-compilable; the
+attention's keys and values in a cache); there is no Python loop over time.
 
 Shapes: z, ε [N, T, H], or [S, N, T, H] for S samples of each sequence; lengths [N]; contexts
 [S, N, T, U]; per-step log densities [N, T] (or [S, N, T]), zero at padding.
@@ -32,10 +36,9 @@ import keras
 import tensorflow as tf
 
 from tflatent.config import TIME_FLOWS
-from tflatent.layers.feed_forward import FeedForwardNet
-from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.shared import part_of_a_model
 from tflatent.priors.hidden_flow import make_hidden_flow, standard_normal_log_prob
+from tflatent.priors.time_context import make_time_context
 from tflatent.seeds import stateless_seed
 
 
@@ -55,9 +58,9 @@ def flow_policy(policy):
 class TimeFlowPrior(keras.layers.Layer):
     """p(z_1..z_T | T) as an AF-in-time, IAF-in-time or time-independent flow.
 
-    Under a mixed-precision policy the time LSTM and the initial-state network compute in the
-    policy's compute dtype and the hidden flow in float32 (:func:`flow_policy`); z, ε and the
-    per-step log densities are float32.
+    Under a mixed-precision policy the time context's parallel pass computes in the policy's compute
+    dtype and the hidden flow in float32 (:func:`flow_policy`); z, ε and the per-step log densities are
+    float32.
 
     Args:
       z_size: H, the size of each z_t.
@@ -65,9 +68,13 @@ class TimeFlowPrior(keras.layers.Layer):
       time_flow: "af", "iaf" or "none".
       hidden_flow: "af", "scf" or "none" (see ``tflatent.priors.hidden_flow``).
       transform: "nlsq" or "affine".
+      network: the time context h̃_t, "lstm" (the paper's) or "transformer" (causal self-attention).
       rnn_units, rnn_layers: the time LSTM (500 × 2 in the paper).
+      attention_units, attention_layers, attention_heads, attention_feed_forward_units: the causal
+        self-attention's d, blocks, heads and d_ff (``tflatent.layers.attention``).
       hidden_flow_layers, hidden_flow_hidden_layers, hidden_flow_units: the hidden flow's sizes.
-      dropout: rate between LSTM layers and on the context (reference location "prior_rnn").
+      dropout: rate on the context h̃ and inside its network: between LSTM layers, or on the attention's
+        embedding and branch outputs (reference location "prior_rnn").
       hidden_flow_dropout: rate inside the hidden flow's conditioners (reference location "prior_ff").
       lstm_init: "pytorch" or "keras" (see ``tflatent.layers.lstm``).
       lstm_impl: "auto", "cudnn" or "loop" (see ``tflatent.layers.lstm``): the density's (AF) or the
@@ -77,7 +84,8 @@ class TimeFlowPrior(keras.layers.Layer):
     def __init__(self, z_size, position, time_flow="af", hidden_flow="af", transform="nlsq",
                  rnn_units=500, rnn_layers=2, hidden_flow_layers=5, hidden_flow_hidden_layers=2,
                  hidden_flow_units=100, dropout=0.2, hidden_flow_dropout=0.0, lstm_init="pytorch",
-                 lstm_impl="auto", **kwargs):
+                 lstm_impl="auto", network="lstm", attention_units=256, attention_layers=2, attention_heads=4,
+                 attention_feed_forward_units=1024, **kwargs):
         super().__init__(**kwargs)
         if time_flow not in TIME_FLOWS:
             raise ValueError(f"time_flow={time_flow!r}; choose one of {TIME_FLOWS}")
@@ -87,87 +95,68 @@ class TimeFlowPrior(keras.layers.Layer):
         self.z_size = z_size
         self.position = position
         self.time_flow = time_flow
-        self.rnn_units = rnn_units
-        self.rnn_layers = rnn_layers
         self.dropout_rate = dropout
-        context_dim = position.feature_size if time_flow == "none" else rnn_units
+        self.time_context = None if time_flow == "none" else make_time_context(
+            network, position, lstm_units=rnn_units, lstm_layers=rnn_layers, lstm_init=lstm_init,
+            lstm_impl=lstm_impl, attention_units=attention_units, attention_layers=attention_layers,
+            attention_heads=attention_heads, attention_feed_forward_units=attention_feed_forward_units,
+            dropout=dropout)
+        context_dim = position.feature_size if self.time_context is None else self.time_context.units
         self.flow = make_hidden_flow(hidden_flow, dim=z_size, context_dim=context_dim,
                                      num_layers=hidden_flow_layers, hidden_layers=hidden_flow_hidden_layers,
                                      hidden_units=hidden_flow_units, transform=transform,
                                      dropout=hidden_flow_dropout, dtype=flow_policy(self.dtype_policy),
                                      name="hidden_flow")
-        if time_flow != "none":
-            # The initial (h, c) of every LSTM layer from pos_0 (reference: 2·max_T → U → ReLU →
-            # layers·U·2, laid out [layer][unit][h/c]).
-            self.initial_state_net = FeedForwardNet(
-                rnn_units, 2 * rnn_units * rnn_layers, hidden_layers=1, name="initial_state")
-            self.rnn = LSTMStack(rnn_units, rnn_layers, dropout_between_layers=dropout, init=lstm_init,
-                                 impl=lstm_impl, name="lstm")
+        if self.time_context is not None:
+            # The context's layers are tracked (and saved) as the prior's own, under its names, after the
+            # flow's: the LSTM's weights keep the paths, order and checkpoint places they always had.
+            for name, layer in self.time_context.layers().items():
+                setattr(self, name, layer)
             self.drop = keras.layers.Dropout(dropout)
 
     def build(self, input_shape=None):
         self.flow.build()
-        if self.time_flow != "none":
-            features = self.position.feature_size
-            self.initial_state_net.build((None, features))
-            self.rnn.build((None, None, self.z_size), (None, None, features))
+        if self.time_context is not None:
+            self.time_context.build(self.z_size)
         self.built = True
 
     # ------------------------------------------------------------------ time context
     # Below, y, z and ε are [S, N, T, H]: S samples of each of N sequences (S = 1 for a plain batch).
-    # What depends on the sequence only (the position features, their share of the first LSTM
-    # layer's gates, the initial states) is computed once per sequence, not once per sample.
-    def _initial_states(self, lengths, num_samples=1):
-        """[(h0, c0)] per layer, each [S·N, U] (sample-major), from pos_0."""
-        pos0 = self.position(lengths, num_steps=1)[:, 0]  # [N, F]
-        out = tf.reshape(self.initial_state_net(pos0), [-1, self.rnn_layers, self.rnn_units, 2])
-        out = tf.tile(out, [num_samples, 1, 1, 1])  # [S·N, layers, U, 2]
-        return [(out[:, i, :, 0], out[:, i, :, 1]) for i in range(self.rnn_layers)]
-
+    # What depends on the sequence only (the position features and their share of the context
+    # network's first layer) is computed once per sequence, not once per sample.
     def _parallel_context(self, y, lengths, training, compiled=False):
-        """h̃_t for all t from y_<t in one LSTM pass: [S, N, T, U] (``compiled``: see ``LSTMStack.call``)."""
-        num_samples = tf.shape(y)[0]
-        states = self._initial_states(lengths, num_samples)
-        pos_next = self.position(lengths, num_steps=tf.shape(y)[2], shift=1)  # [N, T, F]
-        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training,
-                           compiled=compiled)  # [S, N, T, U]
-        first = tf.reshape(states[-1][0], tf.stack([num_samples, -1, 1, self.rnn_units]))  # h̃_0
-        context = tf.concat([first, outputs[..., :-1, :]], axis=-2)
-        return self.drop(context, training=training)
+        """h̃_t for all t from y_<t in one pass of the time context: [S, N, T, U] (``compiled``: see
+        ``TimeContext.parallel``)."""
+        return self.drop(self.time_context.parallel(y, lengths, training=training, compiled=compiled),
+                         training=training)
 
     def _sequential(self, step_fn, elems, lengths, training):
-        """Runs the time flow step by step, feeding the LSTM what ``step_fn`` returns.
+        """Runs the time flow step by step, feeding the time context what ``step_fn`` returns.
 
         ``step_fn(elem_t [S·N, H], context_t [S·N, U]) -> (y_t [S·N, H], log_prob_t [S·N])``, where y_t
-        is what the LSTM reads at step t (z_t for AF, ε_t for IAF). elems: [S, N, T, H].
+        is what the context reads next (z_t for AF, ε_t for IAF). elems: [S, N, T, H].
         Returns the stacked y [S, N, T, H] and log_prob [S, N, T] (not yet masked).
         """
+        context = self.time_context
         shape = tf.shape(elems)
         num_samples, num_steps = shape[0], shape[2]
         elems_tm = tf.transpose(tf.reshape(elems, [-1, num_steps, self.z_size]), [1, 0, 2])  # [T, S·N, H]
-        # The position features' share of the first layer's gates, for every step at once: each step
-        # then multiplies only y_t (H wide) instead of [y_t, pos_{t+1}] (H + 2·max_T wide for one-hot).
-        pos_gates = self.rnn.project_context(self.position(lengths, num_steps=num_steps, shift=1))  # [N, T, 4U]
-        pos_gates = tf.tile(tf.transpose(pos_gates, [1, 0, 2]), [1, num_samples, 1])  # [T, S·N, 4U]
+        step_inputs = context.step_inputs(lengths, num_steps)  # [N, T, K], once per sequence
+        step_inputs = tf.tile(tf.transpose(step_inputs, [1, 0, 2]), [1, num_samples, 1])  # [T, S·N, K]
         # Read per step from TensorArrays: the gradient of t-indexing a tensor would be a full-size
         # [T, ...] buffer per step.
         elems_ta = tf.TensorArray(elems.dtype, size=num_steps).unstack(elems_tm)
-        pos_gates_ta = tf.TensorArray(pos_gates.dtype, size=num_steps).unstack(pos_gates)
-        # The step runs outside Keras's autocast scope, in the dtype of its gates; under mixed precision
-        # the initial states (from a layer call) come in the compute dtype.
-        initial_states = [tuple(tf.cast(s, pos_gates.dtype) for s in state)
-                          for state in self._initial_states(lengths, num_samples)]
+        inputs_ta = tf.TensorArray(step_inputs.dtype, size=num_steps).unstack(step_inputs)
 
-        def body(t, states, ys, log_probs):
-            context = self.drop(states[-1][0], training=training)  # the top layer's h
-            y_t, log_prob_t = step_fn(elems_ta.read(t), context)
-            _, states = self.rnn.step(tf.cast(y_t, pos_gates.dtype), states, context_gates=pos_gates_ta.read(t),
-                                      training=training)
-            return t + 1, states, ys.write(t, y_t), log_probs.write(t, log_prob_t)
+        def body(t, y_prev, state, ys, log_probs):
+            h, state = context.step(t, y_prev, inputs_ta.read(t), state, training=training)
+            y_t, log_prob_t = step_fn(elems_ta.read(t), self.drop(h, training=training))
+            return t + 1, y_t, state, ys.write(t, y_t), log_probs.write(t, log_prob_t)
 
-        _, _, ys, log_probs = tf.while_loop(
+        _, _, _, ys, log_probs = tf.while_loop(
             lambda t, *_: t < num_steps, body,
-            (tf.constant(0), initial_states,
+            (tf.constant(0), tf.zeros(tf.shape(elems_tm)[1:], elems.dtype),
+             context.initial_state(lengths, num_samples, num_steps),
              tf.TensorArray(elems.dtype, size=num_steps), tf.TensorArray(elems.dtype, size=num_steps)),
             maximum_iterations=num_steps)
         ys = tf.transpose(ys.stack(), [1, 0, 2])  # [S·N, T, H]
@@ -175,7 +164,7 @@ class TimeFlowPrior(keras.layers.Layer):
 
     def _context(self, y, lengths, training, compiled=False):
         """The contexts for all steps when they can be computed in parallel: [S, N, T, ·] or [N, T, F]."""
-        if self.time_flow == "none":
+        if self.time_context is None:
             return self.position(lengths, num_steps=tf.shape(y)[2])
         return self._parallel_context(y, lengths, training, compiled=compiled)
 
@@ -199,7 +188,7 @@ class TimeFlowPrior(keras.layers.Layer):
     def sample_from_noise(self, eps, lengths):
         """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] (or [S, N, T, H]) → (z, [N, T]).
 
-        Sampling only (no gradient through the IAF's LSTM: its loops run as XLA executables,
+        Sampling only (no gradient through the IAF's LSTM context: its loops run as XLA executables,
         ``LSTMStack.call``'s ``compiled``).
         """
         eps, drop_sample_axis = _with_sample_axis(eps)
