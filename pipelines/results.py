@@ -38,7 +38,7 @@ GOALS_TABLE3 = (
 
 def read_source(spec: str) -> tuple[str, dict]:
     """``"variant=path/to/table3.json"`` → (variant, the JSON)."""
-    variant, sep, path = spec.partition("=")
+    variant, sep, path = spec.rpartition("=")  # the last "=": a variant may say "K = 50"
     if not sep or not variant.strip() or not path.strip():
         raise ValueError(f"--source {spec!r}: write it as VARIANT=PATH, e.g. \"cpu, KL 10+10=outputs/t/table3.json\"")
     if not os.path.exists(path):
