@@ -276,6 +276,11 @@ def validate(config: Config) -> Config:
     if m.type == "flow" and m.time_flow == "iaf" and m.hidden_flow == "af":
         raise ConfigError("model.time_flow = 'iaf' needs model.hidden_flow = 'scf' or 'none' (IAF/SCF): "
                           "an AF hidden flow cannot be sampled in parallel")
+    uses_attention = any(getattr(m, part) == "transformer"
+                         for part in ("inference_network", "emission_network", "prior_network"))
+    if m.type == "flow" and uses_attention and m.attention_units % m.attention_heads:
+        raise ConfigError(f"model.attention_units = {m.attention_units} must be divisible by model.attention_heads = "
+                          f"{m.attention_heads} (each head reads attention_units / attention_heads features)")
     if config.train.lr_decay < 1:
         raise ConfigError(f"train.lr_decay = {config.train.lr_decay} must be >= 1 (the learning rate is "
                           "divided by it on a plateau)")

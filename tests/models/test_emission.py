@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.position import PositionFeatures
+from tflatent.layers.sequence_network import BidirectionalAttention, BidirectionalLSTM
 from tflatent.models.emission import EmissionNetwork, emission_distribution
 
 V, E, H, Z, MAX_T, T = 9, 6, 8, 3, 10, 5
@@ -13,10 +14,17 @@ LENGTHS = tf.constant([5, 3, 1])
 X = tf.constant([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0], [2, 0, 0, 0, 0]])
 
 
-def network(music=False, tied=True, **kwargs):
+def sequence_network(kind, num_layers=2, dropout=0.0):
+    if kind == "lstm":
+        return BidirectionalLSTM(H, num_layers, dropout_between_layers=dropout, name="bilstm")
+    return BidirectionalAttention(8, num_layers, 2, 16, dropout=dropout, name="encoder")
+
+
+def network(music=False, tied=True, kind="lstm", dropout=0.0, **kwargs):
     vocab = 88 if music else V
     embedding = SequenceEmbedding(vocab, E, music=music) if tied else None
-    p = EmissionNetwork(vocab, Z, H, 2, music=music, position=PositionFeatures(MAX_T), embedding=embedding,
+    p = EmissionNetwork(vocab, Z, sequence_network(kind, dropout=dropout), music=music,
+                        position=PositionFeatures(MAX_T), embedding=embedding, hidden_size=H, dropout=dropout,
                         **kwargs)
     p.build()
     return p
@@ -35,7 +43,8 @@ def test_features_see_z_t_directly_and_the_rest_of_z_through_the_shifted_states(
     """u_t = [z_t, h→_{t−1}, h←_{t+1}]. One layer: h→_{t−1} has read exactly z_<t and h←_{t+1} exactly
     z_s for t < s < L. Two stacked layers (the reference): layer 2 reads both directions of layer 1, so
     each non-zero state depends on every valid z_s, z_t included."""
-    p = EmissionNetwork(V, Z, H, num_layers, position=PositionFeatures(MAX_T), embedding=SequenceEmbedding(V, E))
+    p = EmissionNetwork(V, Z, sequence_network("lstm", num_layers), position=PositionFeatures(MAX_T),
+                        embedding=SequenceEmbedding(V, E))
     p.build()
     z = latents(3, T, Z)
     with tf.GradientTape(persistent=True) as tape:
@@ -59,8 +68,28 @@ def test_features_see_z_t_directly_and_the_rest_of_z_through_the_shifted_states(
             assert not np.any(forward[b, :, :, other]) and not np.any(backward[b, :, :, other])
 
 
-def test_log_p_x_t_depends_on_z_t_and_never_on_padding():
-    p = network()
+def test_transformer_features_are_z_t_and_an_encoding_that_reads_every_valid_z_s():
+    """u_t = [z_t, Enc(z)_t]: the emission at t sees all of z (both sides of t) and no padding."""
+    p = network(kind="transformer")
+    z = latents(3, T, Z)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        u = p.features(z, LENGTHS)  # [B, T, Z + d]
+        encoded = u[..., Z:]
+    assert u.shape == (3, T, Z + 8)
+    np.testing.assert_array_equal(u[..., :Z], z)
+    jacobian = tf.convert_to_tensor(tape.jacobian(encoded, z)).numpy()  # [B, T, d, B, T, Z]
+    for b, length in enumerate(LENGTHS.numpy()):
+        for t in range(T):
+            for s in range(T):
+                assert (np.abs(jacobian[b, t, :, b, s]).max() > 0) == (t < length and s < length), (b, t, s)
+        for other in set(range(3)) - {b}:
+            assert not np.any(jacobian[b, :, :, other])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_log_p_x_t_depends_on_z_t_and_never_on_padding(kind):
+    p = network(kind=kind)
     z = latents(3, T, Z)
     with tf.GradientTape() as tape:
         tape.watch(z)
@@ -99,9 +128,9 @@ def test_music_log_prob_sums_88_bernoullis():
     np.testing.assert_allclose(p.log_prob(x, z, LENGTHS), expected, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("music", [False, True])
-def test_padding_steps_change_nothing(music):
-    p = network(music=music)
+@pytest.mark.parametrize("music,kind", [(False, "lstm"), (True, "lstm"), (False, "transformer")])
+def test_padding_steps_change_nothing(music, kind):
+    p = network(music=music, kind=kind)
     x = frames(3, T) if music else X
     z = latents(2, 3, T, Z)
     log_p = p.log_prob(x, z, LENGTHS).numpy()
@@ -114,17 +143,18 @@ def test_padding_steps_change_nothing(music):
     np.testing.assert_array_equal(log_p[:, 1, 3:], 0.0)
 
 
-def test_samples_fold_into_the_batch_exactly():
-    p = network()
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_samples_fold_into_the_batch_exactly(kind):
+    p = network(kind=kind)
     z = latents(4, 3, T, Z)
     logits = p(z, LENGTHS).numpy()
     for s in range(4):
         np.testing.assert_allclose(logits[s], p(z[s], LENGTHS).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("music", [False, True])
-def test_decode(music):
-    p = network(music=music)
+@pytest.mark.parametrize("music,kind", [(False, "lstm"), (True, "lstm"), (True, "transformer")])
+def test_decode(music, kind):
+    p = network(music=music, kind=kind)
     z = latents(3, T, Z)
     logits = p(z, LENGTHS).numpy()
     mask = tf.sequence_mask(LENGTHS, T).numpy()
@@ -146,14 +176,15 @@ def test_sampling_follows_the_emission_distribution():
     np.testing.assert_allclose(notes.mean(0), tf.sigmoid(logits)[0], atol=0.015)
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_every_weight_gets_a_finite_nonzero_gradient(tied):
-    p = network(tied=tied, dropout=0.2, output_dropout=0.2)
+@pytest.mark.parametrize("tied,kind,count", [(True, "lstm", 4 * 3 + 2 + 2), (False, "lstm", 4 * 3 + 2 + 2),
+                                              (True, "transformer", 3 + 2 * 16 + 2 + 2 + 2)])
+def test_every_weight_gets_a_finite_nonzero_gradient(tied, kind, count):
+    p = network(tied=tied, kind=kind, dropout=0.2, output_dropout=0.2)
     z = latents(2, 3, T, Z)
     with tf.GradientTape() as tape:
         loss = -tf.reduce_sum(p.log_prob(X, z, LENGTHS, training=True))
     grads = tape.gradient(loss, p.trainable_variables)
-    assert len(grads) == 4 * 3 + 2 + (2 if tied else 2)
+    assert len(grads) == count  # the network's, W's and the output's (tied: the embedding and its bias)
     for variable, grad in zip(p.trainable_variables, grads):
         grad = tf.convert_to_tensor(grad).numpy()
         assert np.all(np.isfinite(grad)) and np.any(grad != 0.0), variable.path
@@ -161,12 +192,16 @@ def test_every_weight_gets_a_finite_nonzero_gradient(tied):
 
 def test_tying_checks_the_embedding():
     with pytest.raises(ValueError, match="cannot tie"):
-        EmissionNetwork(V, Z, H, position=PositionFeatures(MAX_T), embedding=SequenceEmbedding(V + 1, E))
+        EmissionNetwork(V, Z, sequence_network("lstm"), position=PositionFeatures(MAX_T),
+                        embedding=SequenceEmbedding(V + 1, E))
+    with pytest.raises(ValueError, match="untied output needs hidden_size"):
+        EmissionNetwork(V, Z, sequence_network("lstm"), position=PositionFeatures(MAX_T))
 
 
 def test_paper_size_parameter_count():
     """docs/reference.md §7.3: generative BiLSTM 10.52M and output FF 0.53M for PTB (Z 50, H 500, E 500, max_T 288)."""
-    p = EmissionNetwork(51, 50, 500, 2, position=PositionFeatures(288), embedding=SequenceEmbedding(51, 500))
+    p = EmissionNetwork(51, 50, BidirectionalLSTM(500, 2), position=PositionFeatures(288),
+                        embedding=SequenceEmbedding(51, 500))
     p.build()
     bilstm = 2 * (4 * 500 * (50 + 576 + 500) + 8 * 500) + 2 * (4 * 500 * (1000 + 500) + 8 * 500)
     output = 1050 * 500 + 500 + 51  # Linear(1050 → 500) and the tied output's bias
@@ -181,8 +216,9 @@ def test_it_is_saved_only_as_part_of_its_model():
         network(music=True).get_config()
 
 
-def test_compiles_under_xla_with_the_same_values_and_gradients():
-    p = network(music=True)
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_compiles_under_xla_with_the_same_values_and_gradients(kind):
+    p = network(music=True, kind=kind)
     x, z = frames(3, T), latents(2, 3, T, Z)
 
     def run(x, z, lengths):

@@ -8,7 +8,9 @@ import tensorflow as tf
 from scipy import stats
 
 from tflatent.layers.embedding import SequenceEmbedding
+from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.position import PositionFeatures
+from tflatent.layers.sequence_network import BidirectionalAttention, BidirectionalLSTM
 from tflatent.models.inference import InferenceNetwork
 
 V, E, H, Z, MAX_T = 9, 6, 8, 3, 10
@@ -16,9 +18,11 @@ X = tf.constant([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0], [2, 0, 0, 0, 0]])
 LENGTHS = tf.constant([5, 3, 1])
 
 
-def network(music=False, **kwargs):
-    q = InferenceNetwork(Z, H, 2, embedding=SequenceEmbedding(88 if music else V, E, music=music),
-                         position=PositionFeatures(MAX_T), **kwargs)
+def network(music=False, kind="lstm", dropout=0.0, init="pytorch"):
+    sequence = (BidirectionalLSTM(H, 2, dropout_between_layers=dropout, init=init, name="bilstm") if kind == "lstm"
+                else BidirectionalAttention(8, 2, 2, 16, dropout=dropout, name="encoder"))
+    q = InferenceNetwork(Z, sequence, embedding=SequenceEmbedding(88 if music else V, E, music=music),
+                         position=PositionFeatures(MAX_T), dropout=dropout)
     q.build()
     return q
 
@@ -27,8 +31,8 @@ def test_head_outputs_alternate_mean_and_log_variance():
     q = network()
     mu, logvar = q(X, LENGTHS)
     assert mu.shape == logvar.shape == (3, 5, Z)
-    forward, backward = q.rnn(q.embedding(X), mask=tf.sequence_mask(LENGTHS, 5),
-                              context=q.position(LENGTHS, num_steps=5))
+    forward, backward = LSTMStack.call(q.rnn, q.embedding(X), mask=tf.sequence_mask(LENGTHS, 5),
+                                       context=q.position(LENGTHS, num_steps=5))
     head = q.head(tf.concat([forward, backward], axis=-1)).numpy()  # [..., 2Z]
     np.testing.assert_allclose(mu, head[..., 0::2], atol=1e-6)
     np.testing.assert_allclose(logvar, head[..., 1::2], atol=1e-6)
@@ -41,17 +45,19 @@ def test_head_initialisation():
     np.testing.assert_array_equal(bias, 0.0)
 
 
-def test_padding_steps_change_nothing():
-    q = network()
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_padding_steps_change_nothing(kind):
+    q = network(kind=kind)
     mu, logvar = q(X, LENGTHS)
-    padded = tf.pad(X, [[0, 0], [0, 4]])
+    garbage = tf.where(tf.sequence_mask(LENGTHS, 5), X, 7)  # other content at the padding
+    padded = tf.pad(garbage, [[0, 0], [0, 4]], constant_values=8)  # and more of it
     mu_padded, logvar_padded = q(padded, LENGTHS)
     mask = tf.sequence_mask(LENGTHS, 5)[..., None]
-    np.testing.assert_allclose(tf.where(mask, mu_padded[:, :5], 0), tf.where(mask, mu, 0), atol=1e-6)
-    np.testing.assert_allclose(tf.where(mask, logvar_padded[:, :5], 0), tf.where(mask, logvar, 0), atol=1e-6)
+    np.testing.assert_allclose(tf.where(mask, mu_padded[:, :5], 0), tf.where(mask, mu, 0), atol=1e-5)
+    np.testing.assert_allclose(tf.where(mask, logvar_padded[:, :5], 0), tf.where(mask, logvar, 0), atol=1e-5)
     for b, length in enumerate(LENGTHS.numpy()):  # and each sequence alone
         alone, _ = q(X[b:b + 1, :length], LENGTHS[b:b + 1])
-        np.testing.assert_allclose(mu[b, :length], alone[0], atol=1e-6)
+        np.testing.assert_allclose(mu[b, :length], alone[0], atol=1e-5)
 
 
 def test_log_prob_is_the_diagonal_gaussian_density_of_z():
@@ -79,14 +85,16 @@ def test_samples_are_reparameterised_draws_and_log_q_is_computed_from_z():
     assert not np.allclose(other, z)
 
 
-def test_every_weight_gets_a_finite_nonzero_gradient():
-    q = network(dropout=0.2)
+@pytest.mark.parametrize("kind,count", [("lstm", 1 + 4 * 3 + 2),  # embedding, 4 layer-directions, head
+                                        ("transformer", 1 + 3 + 2 * 16 + 2 + 2)])  # + projections, blocks, LN
+def test_every_weight_gets_a_finite_nonzero_gradient(kind, count):
+    q = network(kind=kind, dropout=0.2)
     with tf.GradientTape() as tape:
         mu, logvar = q(X, LENGTHS, training=True)
         z, log_q = q.sample(mu, logvar, 2, seed=1)
         loss = tf.reduce_sum(log_q * tf.sequence_mask(LENGTHS, 5, tf.float32)) + tf.reduce_sum(tf.square(z))
     grads = tape.gradient(loss, q.trainable_variables)
-    assert len(grads) == 1 + 4 * 3 + 2  # embedding, 4 layer-directions, head
+    assert len(grads) == count
     for variable, grad in zip(q.trainable_variables, grads):
         grad = tf.convert_to_tensor(grad).numpy()
         assert np.all(np.isfinite(grad)) and np.any(grad != 0.0), variable.path
@@ -101,7 +109,8 @@ def test_music_frames():
 
 def test_paper_size_parameter_count():
     """docs/reference.md §7.3: inference BiLSTM + head 12.42M for PTB (V 51, E 500, H 500, Z 50, max_T 288)."""
-    q = InferenceNetwork(50, 500, 2, embedding=SequenceEmbedding(51, 500), position=PositionFeatures(288))
+    q = InferenceNetwork(50, BidirectionalLSTM(500, 2), embedding=SequenceEmbedding(51, 500),
+                         position=PositionFeatures(288))
     q.build()
     pytorch = (2 * (4 * 500 * (500 + 576 + 500) + 8 * 500)  # layer 1, both directions, two biases each
                + 2 * (4 * 500 * (1000 + 500) + 8 * 500)  # layer 2
@@ -114,7 +123,7 @@ def test_paper_size_parameter_count():
 def test_it_is_saved_only_as_part_of_its_model():
     """A config of its own would deserialize the shared embedding as a copy (models/test_base.py saves it)."""
     with pytest.raises(NotImplementedError, match="shares the embedding and the position features"):
-        network(dropout=0.1, lstm_init="keras").get_config()
+        network(dropout=0.1, init="keras").get_config()
 
 
 @pytest.mark.parametrize("num_samples", [1, 4])

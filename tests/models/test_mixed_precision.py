@@ -74,7 +74,7 @@ def test_a_small_jsb_flow_model_trains_in_mixed_bfloat16_with_float32_flows(jsb_
         assert model.prior.rnn.compute_dtype == "bfloat16" and model.emission.compute_dtype == "bfloat16"
         mu, _ = model.inference_net(x, lengths)
         assert mu.dtype == tf.float32  # ... and hand float32 parameters to q(z|x)
-        hidden, _ = model.emission.rnn(tf.zeros([*x.shape[:2], 4]), context=model.position(lengths))
+        hidden = model.emission.rnn(tf.zeros([*x.shape[:2], 4]), context=model.position(lengths))
         assert hidden.dtype == tf.bfloat16
         assert model.emission(tf.zeros([1, *x.shape[:2], 4]), lengths).dtype == tf.float32  # the logits
         # The flow: float32 variables, float32 compute, float32 outputs.

@@ -1,4 +1,4 @@
-"""The emission p(x | z): each x_t independent given z, from z_t and BiLSTM states of the rest of z.
+"""The emission p(x | z): each x_t independent given z, from z_t and a bidirectional network over all of z.
 
 Paper §5 and reference docs/reference.md §3.3 (``GenerativeBlock.apply_bilstm`` and ``DFModel.outp_ff``):
 
@@ -15,11 +15,20 @@ first, so both top-layer states at t depend on every z_s of the sequence, z_t in
 removes only the direct path. There is no nonlinearity between W and Eᵀ (the reference's
 FeedForwardNet with 'none'); E is the input embedding (tied output), c its own bias.
 
+With ``model.emission_network: transformer`` (beyond the paper) the BiLSTM is a self-attention encoder
+over z (``tflatent.layers.sequence_network``), with padding keys masked in every block, and
+
+    u_t = [z_t, Enc(z W_z + pos W_c + b)_t]
+
+(no shift: self-attention has no direction, and its output at t has read every z_s, as the two
+BiLSTM layers' has). x never enters p(x | z), so the emission is one parallel pass over z when
+generating too. The network is the part's ``neighbour_states``; its width D (2H or d) sets W's input.
+
 The reference's music frames carry an extra always-zero "pad" column whose Bernoulli term it includes
 in the loss; here frames are the 88 notes only, so that (near-zero, learned) term is absent.
 
 Shapes: z [S, B, T, Z] (or [B, T, Z]); lengths [B]; logits [S, B, T, V]; per-step log p [S, B, T].
-The S samples are folded into the LSTM's batch; the position features are projected once per sequence.
+The S samples are folded into the network's batch; the position features are projected once per sequence.
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tflatent.layers.initializers import uniform
-from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.shared import part_of_a_model
 from tflatent.seeds import stateless_seed
 
@@ -50,45 +58,42 @@ def emission_distribution(logits, music):
 class EmissionNetwork(keras.layers.Layer):
     """p(x | z): (z, lengths) → logits [S, B, T, V]; ``log_prob`` and ``decode`` on top.
 
-    Under a mixed-precision policy the BiLSTM and the projections compute in the compute dtype and
-    the logits (so log p(x_t | z)) are in the variable dtype (float32).
+    Under a mixed-precision policy the sequence network and the projections compute in the compute
+    dtype and the logits (so log p(x_t | z)) are in the variable dtype (float32).
 
     Args:
       vocab_size: V, token ids (text) or 88 (music).
       z_size: Z.
-      hidden_size: H, the BiLSTM's units per direction; also the width of W when the output is untied.
-      num_layers: BiLSTM layers.
+      network: the ``BidirectionalNetwork`` over [z_t, pos[t]] (``tflatent.layers.sequence_network``),
+        with its own dropout inside (between the BiLSTM's layers, or in the encoder's blocks).
       music: whether x is a frame of independent Bernoullis (else a Categorical token).
       position: the ``PositionFeatures`` shared by the model's networks.
       embedding: the ``SequenceEmbedding`` whose matrix is the tied output (then W maps to its size;
         the reference maps to hidden_size, which tying forces to equal it), or None for an untied
-        output Linear(H → V) (U(±0.07), bias 0).
-      dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_outp").
+        output Linear(hidden_size → V) (U(±0.07), bias 0).
+      hidden_size: the width of W when the output is untied (the reference's hidden size, H); required then.
+      dropout: dropout on the network's outputs (reference location "rnn_outp", which also sets the
+        network's own dropout).
       output_dropout: dropout after W (reference location "outp_ff").
-      lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
-      lstm_impl: "auto", "cudnn" or "loop" (``tflatent.layers.lstm``).
     """
 
-    def __init__(self, vocab_size, z_size, hidden_size=500, num_layers=2, *, music=False, position,
-                 embedding=None, dropout=0.0, output_dropout=0.0, lstm_init="pytorch",
-                 lstm_impl="auto", **kwargs):
+    def __init__(self, vocab_size, z_size, network, *, music=False, position, embedding=None, hidden_size=None,
+                 dropout=0.0, output_dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         if embedding is not None and (embedding.vocab_size != vocab_size or embedding.music != music):
             raise ValueError(f"EmissionNetwork(vocab_size={vocab_size}, music={music}) cannot tie its output "
                              f"to an embedding with vocab_size={embedding.vocab_size}, music={embedding.music}")
+        if embedding is None and hidden_size is None:
+            raise ValueError("EmissionNetwork: an untied output needs hidden_size, the width of W "
+                             "(config: model.hidden_size)")
         self.vocab_size = int(vocab_size)
         self.z_size = int(z_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
         self.music = bool(music)
         self.dropout_rate = float(dropout)
         self.output_dropout_rate = float(output_dropout)
-        self.lstm_init = lstm_init
-        self.lstm_impl = lstm_impl
         self.position = position
         self.embedding = embedding
-        self.rnn = LSTMStack(hidden_size, num_layers, bidirectional=True, dropout_between_layers=dropout,
-                             init=lstm_init, impl=lstm_impl, name="bilstm")
+        self.rnn = network  # the attribute name is the checkpoints' path of its weights: kept from the BiLSTM
         self.rnn_dropout = keras.layers.Dropout(dropout)
         width = hidden_size if embedding is None else embedding.size
         self.projection = keras.layers.Dense(
@@ -101,7 +106,7 @@ class EmissionNetwork(keras.layers.Layer):
 
     def build(self, input_shape=None):
         self.rnn.build((None, None, self.z_size), (None, None, self.position.feature_size))
-        self.projection.build((None, self.z_size + 2 * self.hidden_size))
+        self.projection.build((None, self.z_size + self.rnn.output_size))
         if self.embedding is None:
             self.output_layer.build((None, self.projection.units))
         else:
@@ -111,21 +116,16 @@ class EmissionNetwork(keras.layers.Layer):
         self.built = True
 
     def features(self, z, lengths, training=False, compiled=False):
-        """u_t = [z_t, h→_{t−1}, h←_{t+1}]: z [S, B, T, Z] (or [B, T, Z]) → [S, B, T, Z + 2H].
+        """u_t = [z_t, h→_{t−1}, h←_{t+1}] (BiLSTM) or [z_t, Enc(z)_t] (transformer): z [S, B, T, Z]
+        (or [B, T, Z]) → [S, B, T, Z + D].
 
         ``compiled``: each LSTM loop runs as its own XLA executable (``LSTMStack.call``; inference only).
         """
         num_steps = tf.shape(z)[-2]
-        forward, backward = self.rnn(z, mask=tf.sequence_mask(lengths, num_steps),
-                                     context=self.position(lengths, num_steps), training=training,
-                                     compiled=compiled)
-        forward = self.rnn_dropout(forward, training=training)
-        backward = self.rnn_dropout(backward, training=training)  # zero at padding, so h←_L = 0
-        zeros = tf.zeros_like(forward[..., :1, :])
-        return tf.concat([z,
-                          tf.concat([zeros, forward[..., :-1, :]], axis=-2),  # h→_{t−1}
-                          tf.concat([backward[..., 1:, :], zeros], axis=-2)],  # h←_{t+1}
-                         axis=-1)
+        h = self.rnn(z, mask=tf.sequence_mask(lengths, num_steps), context=self.position(lengths, num_steps),
+                     training=training, compiled=compiled)
+        h = self.rnn_dropout(h, training=training)  # zero at padding (so h←_L = 0)
+        return tf.concat([z, self.rnn.neighbour_states(h)], axis=-1)
 
     def call(self, z, lengths, training=False, compiled=False):
         """(z [S, B, T, Z] or [B, T, Z], lengths [B]) → logits [S, B, T, V] (or [B, T, V])."""
@@ -146,6 +146,7 @@ class EmissionNetwork(keras.layers.Layer):
         ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``); used only when sampling.
         The BiLSTM's loops run as XLA executables (one per T; ``LSTMStack.call``'s ``compiled``): at
         batch 1 that halves the decoding time, and the two directions still run on two cores at once.
+        The transformer's is one parallel pass with no loop.
         """
         logits = self(z, lengths, compiled=True)
         if sample:

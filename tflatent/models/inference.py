@@ -1,10 +1,12 @@
-"""The inference network q(z | x): a BiLSTM over the embedded sequence and a diagonal Gaussian per step.
+"""The inference network q(z | x): a bidirectional network over the embedded sequence and a Gaussian per step.
 
 Paper §5 and reference docs/reference.md §3.2 (``InferenceBlock``). With e_t the embedding of x_t and pos[t] the
 position features,
 
-    (h→_t, h←_t) = BiLSTM([e_t, pos[t]])                        2 layers, packed by length
-    [μ_{t,1}, log σ²_{t,1}, μ_{t,2}, log σ²_{t,2}, ...] = W [h→_t, h←_t] + b     W ~ U(±0.07), b = 0
+    h_t = BiNet(e, pos)_t                                       ``tflatent.layers.sequence_network``
+        = [h→_t, h←_t] = BiLSTM([e_t, pos[t]])                  lstm (the paper): 2 layers, packed by length
+        = Enc(e W_x + pos W_c + b)_t                            transformer (beyond the paper): padding masked
+    [μ_{t,1}, log σ²_{t,1}, μ_{t,2}, log σ²_{t,2}, ...] = W h_t + b     W ~ U(±0.07), b = 0
     q(z | x) = Π_t N(z_t; μ_t, diag σ_t²)
 
 The head's outputs alternate (μ, log σ²) per dimension, as the reference reshapes them to [..., Z, 2].
@@ -13,7 +15,8 @@ There is no clamp on log σ², no minimum variance and no free bits. log q is co
 
     log q(z_t | x) = −½ Σ_d [log 2π + log σ²_{t,d} + (z_{t,d} − μ_{t,d})² / σ²_{t,d}]
 
-Shapes: x [B, T] int32 or [B, T, V] float32; lengths [B]; μ, log σ² [B, T, Z]; samples z [S, B, T, Z].
+Shapes: x [B, T] int32 or [B, T, V] float32; lengths [B]; h [B, T, D] (D = 2H or d); μ, log σ² [B, T, Z];
+samples z [S, B, T, Z].
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import keras
 import tensorflow as tf
 
 from tflatent.layers.initializers import uniform
-from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.shared import part_of_a_model
 from tflatent.seeds import stateless_seed
 
@@ -34,33 +36,26 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class InferenceNetwork(keras.layers.Layer):
     """q(z | x): (x, lengths) → (μ, log σ²), each [B, T, Z].
 
-    Under a mixed-precision policy the BiLSTM and the head compute in the compute dtype; μ, log σ²,
-    the samples and log q are in the variable dtype (float32).
+    Under a mixed-precision policy the sequence network and the head compute in the compute dtype;
+    μ, log σ², the samples and log q are in the variable dtype (float32).
 
     Args:
       z_size: Z.
-      hidden_size: H, the BiLSTM's units per direction.
-      num_layers: BiLSTM layers.
+      network: the ``BidirectionalNetwork`` over [e_t, pos[t]] (``tflatent.layers.sequence_network``),
+        with its own dropout inside (between the BiLSTM's layers, or in the encoder's blocks).
       embedding: the ``SequenceEmbedding`` shared with the emission's tied output.
       position: the ``PositionFeatures`` shared by the model's networks.
-      dropout: dropout between the BiLSTM layers and on its outputs (reference location "rnn_x").
-      lstm_init: "pytorch" or "keras" (``tflatent.layers.lstm``).
-      lstm_impl: "auto", "cudnn" or "loop" (``tflatent.layers.lstm``).
+      dropout: dropout on the network's outputs (reference location "rnn_x", which also sets the
+        network's own dropout).
     """
 
-    def __init__(self, z_size, hidden_size=500, num_layers=2, *, embedding, position, dropout=0.0,
-                 lstm_init="pytorch", lstm_impl="auto", **kwargs):
+    def __init__(self, z_size, network, *, embedding, position, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
         self.z_size = int(z_size)
-        self.hidden_size = int(hidden_size)
-        self.num_layers = int(num_layers)
         self.dropout_rate = float(dropout)
-        self.lstm_init = lstm_init
-        self.lstm_impl = lstm_impl
         self.embedding = embedding
         self.position = position
-        self.rnn = LSTMStack(hidden_size, num_layers, bidirectional=True, dropout_between_layers=dropout,
-                             init=lstm_init, impl=lstm_impl, name="bilstm")
+        self.rnn = network  # the attribute name is the checkpoints' path of its weights: kept from the BiLSTM
         self.dropout = keras.layers.Dropout(dropout)
         self.head = keras.layers.Dense(
             2 * z_size, kernel_initializer=uniform(),
@@ -70,16 +65,15 @@ class InferenceNetwork(keras.layers.Layer):
         if not self.embedding.built:
             self.embedding.build()
         self.rnn.build((None, None, self.embedding.size), (None, None, self.position.feature_size))
-        self.head.build((None, None, 2 * self.hidden_size))
+        self.head.build((None, None, self.rnn.output_size))
         self.built = True
 
     def call(self, x, lengths, training=False):
         """(x [B, T] or [B, T, V], lengths [B]) → (μ, log σ²), each [B, T, Z]."""
         num_steps = tf.shape(x)[1]
-        forward, backward = self.rnn(
-            self.embedding(x, training=training), mask=tf.sequence_mask(lengths, num_steps),
-            context=self.position(lengths, num_steps), training=training)
-        h = self.dropout(tf.concat([forward, backward], axis=-1), training=training)
+        h = self.rnn(self.embedding(x, training=training), mask=tf.sequence_mask(lengths, num_steps),
+                     context=self.position(lengths, num_steps), training=training)
+        h = self.dropout(h, training=training)
         params = tf.reshape(self.head(h), tf.concat([tf.shape(h)[:-1], [self.z_size, 2]], axis=0))
         params = tf.cast(params, self.dtype_policy.variable_dtype)  # float32 under mixed precision
         return params[..., 0], params[..., 1]

@@ -28,10 +28,10 @@ import itertools
 import keras
 import tensorflow as tf
 
-from tflatent.config import ConfigError
 from tflatent.data.length_prior import sample_lengths
 from tflatent.layers.embedding import SequenceEmbedding
 from tflatent.layers.position import PositionFeatures
+from tflatent.layers.sequence_network import bidirectional_network
 from tflatent.models import likelihood
 from tflatent.models.base import SequenceModel
 from tflatent.models.emission import EmissionNetwork
@@ -62,8 +62,8 @@ class LatentFlowModel(SequenceModel):
                  hidden_flow_layers=5, hidden_flow_hidden_layers=2, hidden_flow_units=100, dropout=0.2,
                  dropout_locations=("prior_rnn",), tie_weights=True, position_encoding="onehot",
                  position_encoding_size=64, lstm_init="pytorch", lstm_impl="auto", seed=0,
-                 prior_network="lstm", attention_units=256, attention_layers=2, attention_heads=4,
-                 attention_feed_forward_units=1024, **kwargs):
+                 inference_network="lstm", emission_network="lstm", prior_network="lstm", attention_units=256,
+                 attention_layers=2, attention_heads=4, attention_feed_forward_units=1024, **kwargs):
         super().__init__(vocab_size, music, max_time, length_log_prob, **kwargs)
         self.seed = int(seed)
         self.elbo_samples = elbo_samples
@@ -79,16 +79,21 @@ class LatentFlowModel(SequenceModel):
             hidden_flow_hidden_layers=hidden_flow_hidden_layers, hidden_flow_units=hidden_flow_units,
             dropout=dropout, dropout_locations=list(dropout_locations), tie_weights=tie_weights,
             position_encoding=position_encoding, position_encoding_size=position_encoding_size,
-            lstm_init=lstm_init, lstm_impl=lstm_impl, seed=self.seed,
-            prior_network=prior_network, attention_units=attention_units, attention_layers=attention_layers,
-            attention_heads=attention_heads, attention_feed_forward_units=attention_feed_forward_units)
+            lstm_init=lstm_init, lstm_impl=lstm_impl, seed=self.seed, inference_network=inference_network,
+            emission_network=emission_network, prior_network=prior_network, attention_units=attention_units,
+            attention_layers=attention_layers, attention_heads=attention_heads,
+            attention_feed_forward_units=attention_feed_forward_units)
         self.beta = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="kl_weight")
 
         self.position = PositionFeatures(max_time, kind=position_encoding, size=position_encoding_size)
         self.embedding = SequenceEmbedding(vocab_size, embedding_size, music=music, dropout=rate("embedding"))
+        network = functools.partial(  # q(z|x)'s and p(x|z)'s: BiLSTM or self-attention
+            bidirectional_network, hidden_size=hidden_size, lstm_init=lstm_init, lstm_impl=lstm_impl,
+            attention_units=attention_units, attention_layers=attention_layers, attention_heads=attention_heads,
+            attention_feed_forward_units=attention_feed_forward_units)
         self.inference_net = InferenceNetwork(
-            z_size, hidden_size, q_rnn_layers, embedding=self.embedding, position=self.position,
-            dropout=rate("rnn_x"), lstm_init=lstm_init, lstm_impl=lstm_impl, name="inference")
+            z_size, network(inference_network, num_layers=q_rnn_layers, dropout=rate("rnn_x")),
+            embedding=self.embedding, position=self.position, dropout=rate("rnn_x"), name="inference")
         self.prior = TimeFlowPrior(
             z_size, self.position, time_flow=time_flow, hidden_flow=hidden_flow, transform=transform,
             rnn_units=prior_rnn_units, rnn_layers=prior_rnn_layers, hidden_flow_layers=hidden_flow_layers,
@@ -98,9 +103,9 @@ class LatentFlowModel(SequenceModel):
             attention_layers=attention_layers, attention_heads=attention_heads,
             attention_feed_forward_units=attention_feed_forward_units, name="prior")
         self.emission = EmissionNetwork(
-            vocab_size, z_size, hidden_size, gen_rnn_layers, music=music, position=self.position,
-            embedding=self.embedding if tie_weights else None, dropout=rate("rnn_outp"),
-            output_dropout=rate("outp_ff"), lstm_init=lstm_init, lstm_impl=lstm_impl, name="emission")
+            vocab_size, z_size, network(emission_network, num_layers=gen_rnn_layers, dropout=rate("rnn_outp")),
+            music=music, position=self.position, embedding=self.embedding if tie_weights else None,
+            hidden_size=hidden_size, dropout=rate("rnn_outp"), output_dropout=rate("outp_ff"), name="emission")
 
         self._generate_fn = None
         self._xla_sample_from_noise = None
@@ -112,12 +117,7 @@ class LatentFlowModel(SequenceModel):
     def from_config_fields(cls, config, bundle):
         """The flow model of ``config.model`` (and ``train.elbo_samples``) on ``bundle``, built."""
         m = config.model
-        # Being wired (issue 16): until then a transformer part is refused rather than ignored.
-        parts = ("inference_network", "emission_network")
-        for part in parts:
-            if getattr(m, part) != "lstm":
-                raise ConfigError(f"model.{part}: 'transformer' is not available yet; use 'lstm'")
-        skip = ("type", "lstm_layers") + parts
+        skip = ("type", "lstm_layers")
         model = cls(bundle.vocab_size, bundle.is_music, bundle.max_time, bundle.length_prior.log_prob,
                     elbo_samples=config.train.elbo_samples, seed=config.train.seed,
                     **{k: v for k, v in vars(m).items() if k not in skip})
