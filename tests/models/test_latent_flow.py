@@ -326,3 +326,81 @@ def test_build_model_wires_the_prior_network_and_the_attention_sizes(jsb_bundle)
     attention = build_model(config, jsb_bundle).prior.attention
     assert (attention.units, attention.num_layers, attention.num_heads, attention.feed_forward_units) == (16, 1, 2, 24)
     assert attention.dropout_rate == (config.model.dropout if "prior_rnn" in config.model.dropout_locations else 0)
+
+
+# ---------------------------------------------------------------- self-attention q(z|x) and p(x|z) (issue 16)
+ATTENTION = dict(attention_units=8, attention_layers=1, attention_heads=2, attention_feed_forward_units=16)
+PARTS = {"both": ("transformer", "transformer"), "inference": ("transformer", "lstm"),
+         "emission": ("lstm", "transformer")}
+
+
+def attention_model(bundle, parts="both", prior="af_af", seed=0, **overrides):
+    inference, emission = PARTS[parts]
+    return tiny_model(bundle, prior, seed=seed, inference_network=inference, emission_network=emission,
+                      **{**ATTENTION, **overrides})
+
+
+def checkpoint_layout(model, tmp_path):
+    """The variables' paths and the ``.weights.h5`` entries of q(z|x) and p(x|z)."""
+    import h5py
+    path = str(tmp_path / "layout.weights.h5")
+    model.save_weights(path)
+    with h5py.File(path) as f:
+        entries = []
+        f.visititems(lambda name, item: entries.append(name) if isinstance(item, h5py.Dataset) else None)
+    parts = ("inference", "emission")
+    return ([v.path for v in model.weights if v.path.split("/")[1] in parts],
+            [e for e in entries if e.split("/")[0] in ("inference_net", "emission")])
+
+
+def test_the_default_bilstms_keep_their_variable_paths_and_checkpoint_entries(jsb_bundle, tmp_path):
+    """Checkpoints written before the networks became an argument load: the same paths and h5 entries."""
+    paths, entries = checkpoint_layout(tiny_model(jsb_bundle), tmp_path)
+    cells = [f"layer_{i}_{d}/{v}" for i in range(2) for d in ("forward", "backward")
+             for v in ("kernel", "recurrent_kernel", "bias")]
+    assert paths == ([f"latent_flow_model/inference/bilstm/{c}" for c in cells]
+                     + ["latent_flow_model/inference/head/kernel", "latent_flow_model/inference/head/bias",
+                        "latent_flow_model/emission/output_bias"]
+                     + [f"latent_flow_model/emission/bilstm/{c}" for c in cells]
+                     + ["latent_flow_model/emission/projection/kernel", "latent_flow_model/emission/projection/bias"])
+    h5_cells = [f"rnn/cells/{c}/{d}/vars/{v}" for c in ("container", "container_1") for d in ("lstm", "lstm_1")
+                for v in range(3)]
+    assert entries == (["emission/projection/vars/0", "emission/projection/vars/1"]
+                       + [f"emission/{c}" for c in h5_cells] + ["emission/vars/0",
+                                                               "inference_net/head/vars/0", "inference_net/head/vars/1"]
+                       + [f"inference_net/{c}" for c in h5_cells])
+
+
+@pytest.mark.parametrize("parts,prior", [("both", "af_af"), ("inference", "iaf_scf"), ("emission", "af_scf")])
+def test_attention_parts_give_every_weight_a_gradient_in_a_training_step(jsb_bundle, parts, prior):
+    model = attention_model(jsb_bundle, parts, prior, dropout=0.1, dropout_locations=["rnn_x", "rnn_outp"])
+    x, lengths = first_batch(jsb_bundle, limit_steps=12)
+    inference, emission = PARTS[parts]
+    assert model.inference_net.rnn.name == ("encoder" if inference == "transformer" else "bilstm")
+    assert model.emission.rnn.name == ("encoder" if emission == "transformer" else "bilstm")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [v.numpy() for v in model.trainable_variables]
+    model.train_step((x, lengths))  # the custom step: its tape, its optimizer update
+    for var, old in zip(model.trainable_variables, before):
+        assert np.all(np.isfinite(var.numpy())), var.path
+        assert np.any(var.numpy() != old), var.path  # Adam moves every weight with a non-zero gradient
+
+
+def test_an_attention_model_round_trips_through_a_checkpoint_and_estimates_and_generates(jsb_bundle, tmp_path):
+    model = attention_model(jsb_bundle, seed=0)
+    x, lengths = first_batch(jsb_bundle, split="valid", batch_size=3, limit_steps=10)
+    nll = model.log_likelihood(x, lengths, num_samples=4, chunk=2, seed=3).numpy()
+    assert nll.shape == (3,) and np.all(np.isfinite(nll))
+    path = str(tmp_path / "attention.weights.h5")
+    model.save_weights(path)
+    other = attention_model(jsb_bundle, seed=1)
+    assert not np.allclose(other.log_likelihood(x, lengths, num_samples=4, chunk=2, seed=3), nll)
+    other.load_weights(path)
+    np.testing.assert_allclose(other.log_likelihood(x, lengths, num_samples=4, chunk=2, seed=3), nll, rtol=1e-5)
+    generated, _ = other.generate(lengths=[5, 9], seed=4)
+    again, _ = model.generate(lengths=[5, 9], seed=4)
+    assert generated.shape == (2, 9, 88)
+    np.testing.assert_array_equal(generated, again)
+    np.testing.assert_array_equal(generated.numpy()[0, 5:], 0.0)
+    np.testing.assert_array_equal(other.generate_for_lengths(tf.constant([5, 9]), seed=4), generated)
+

@@ -117,6 +117,23 @@ def test_an_attention_prior_trains_in_mixed_bfloat16_with_float32_flows(jsb_bund
         assert_trains(train_losses(model, data))
 
 
+def test_self_attention_q_and_p_train_in_mixed_bfloat16(jsb_bundle):
+    with policy("mixed_bfloat16"):
+        model = flow_model(jsb_bundle, "iaf", "scf", inference_network="transformer", emission_network="transformer",
+                           attention_units=16, attention_layers=1, attention_heads=2, attention_feed_forward_units=32)
+        data = short_batches(jsb_bundle)
+        x, lengths = next(iter(data))
+        encoders = (model.inference_net.rnn, model.emission.rnn)
+        assert {e.compute_dtype for e in encoders} == {"bfloat16"} and {e.name for e in encoders} == {"encoder"}
+        assert {v.dtype for e in encoders for v in e.weights} == {"float32"}
+        hidden = model.emission.rnn(tf.zeros([*x.shape[:2], 4]), context=model.position(lengths))
+        assert hidden.dtype == tf.bfloat16
+        mu, _ = model.inference_net(x, lengths)
+        assert mu.dtype == model.emission(tf.zeros([1, *x.shape[:2], 4]), lengths).dtype == tf.float32
+        model.beta.assign(1.0)
+        assert_trains(train_losses(model, data))
+
+
 def test_the_lstm_baseline_trains_in_mixed_bfloat16(jsb_bundle):
     with policy("mixed_bfloat16"):
         keras.utils.set_random_seed(0)
