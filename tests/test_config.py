@@ -164,6 +164,8 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path):
         ("model: {dropout_locations: [everywhere]}", r"dropout_locations contains 'everywhere'.*prior_rnn"),
         ("model: {z_size: 64, hidden_flow_units: 32}", r"hidden_flow_units = 32 must be >= model\.z_size = 64"),
         ("model: {time_flow: iaf}", r"time_flow = 'iaf' needs model\.hidden_flow = 'scf' or 'none'"),
+        ("model: {emission_network: transformer, attention_units: 30, attention_heads: 4}",
+         r"attention_units = 30 must be divisible by model\.attention_heads = 4"),
         ("data: {min_length: 10, max_length: 5}", r"min_length = 10 exceeds data\.max_length = 5"),
     ]
     for text, pattern in cases:

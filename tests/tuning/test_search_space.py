@@ -163,3 +163,31 @@ def test_every_shipped_space_gives_valid_configs_at_every_corner(name):
         config = space.apply(base, dict(zip(space.fields, values)))
         assert [getattr(getattr(config, f.split(".")[0]), f.split(".")[1]) for f in space.fields] == list(values)
     assert len(combinations) > 1
+
+
+@pytest.mark.parametrize("corner", ["low", "high"])
+def test_the_attention_spaces_trial_configs_build_their_networks(corner):
+    """A trial of the attention space builds the model it names: each part's network and its sizes."""
+    from standin_model import StandInBundle
+
+    from tflatent.models.registry import build_model
+
+    name = "jsb_chorales_af_af_attention_small.yaml"
+    space = search_space.load(os.path.join(SPACES, name))
+    base = config_lib.load(os.path.join(REPO, "configs", name), ["model.hidden_size=16", "model.z_size=4",
+                                                               "model.prior_rnn_units=16"])
+    pick = (lambda d: d.values[0] if d.kind == "choice" else d.low) if corner == "low" else (
+        lambda d: d.values[-1] if d.kind == "choice" else d.high)
+    values = {d.field: pick(d) for d in space.dimensions}
+    values["model.emission_network"] = "transformer"  # at least one encoder in both trials
+    model = build_model(space.apply(base, values), StandInBundle(music=True))
+    m = model.get_config()
+    assert {k: m[k.split(".")[1]] for k in values if k.startswith("model.")} == {
+        k: v for k, v in values.items() if k.startswith("model.")}
+    encoder = model.emission.rnn
+    assert (encoder.name, encoder.units, encoder.num_layers) == (
+        "encoder", values["model.attention_units"], values["model.attention_layers"])
+    assert (encoder.num_heads, encoder.feed_forward_units) == (
+        values["model.attention_heads"], values["model.attention_feed_forward_units"])
+    assert model.inference_net.rnn.name == {"transformer": "encoder", "lstm": "bilstm"}[
+        values["model.inference_network"]]
