@@ -1,6 +1,6 @@
 """python -m tflatent.export: SavedModels that a process without tflatent loads and that answer as the model does.
 
-Tiny IAF/SCF (with the paper's LSTM prior and with a self-attention prior) and AF/AF models trained for two
+Tiny IAF/SCF (the paper's LSTMs, and self-attention in all three parts) and AF/AF models trained for two
 steps on the JSB chorales and a tiny LSTM baseline on PTB are exported once per module; one fresh process
 loads all four and calls every signature.
 """
@@ -28,7 +28,8 @@ from tflatent.training.run_dir import RunDir, restore_model
 
 RUNS = {"iaf_scf": "jsb_chorales_iaf_scf_small", "af_af": "jsb_chorales_af_af_small", "lstm": "ptb_lstm_small",
         "iaf_scf_attention": "jsb_chorales_iaf_scf_small"}
-OVERRIDES = {"iaf_scf_attention": {"model.prior_network": "transformer", "model.attention_units": 8,
+OVERRIDES = {"iaf_scf_attention": {"model.prior_network": "transformer", "model.inference_network": "transformer",
+                                   "model.emission_network": "transformer", "model.attention_units": 8,
                                    "model.attention_layers": 1, "model.attention_heads": 2,
                                    "model.attention_feed_forward_units": 16}}
 SAMPLES, CHUNK = 5, 2  # importance samples of the exported likelihood, drawn 2 + 2 + 1
@@ -140,7 +141,11 @@ def test_flow_signatures_match_the_model(exported, fresh_results, name):
     assert fresh_results[f"{name}/encode/z_mean"].shape == (3, 12, 4)
 
 
-def test_an_attention_prior_leaves_every_signature_unchanged(exported, loaded):
+def test_attention_parts_leave_every_signature_unchanged(exported, loaded):
+    """Self-attention q(z|x), p(x|z) and prior: the LSTM model's signatures, inputs and outputs (their
+    answers match the model's in test_flow_signatures_match_the_model)."""
+    assert exported["iaf_scf_attention"].model.inference_net.rnn.name == "encoder"
+    assert exported["iaf_scf_attention"].model.emission.rnn.name == "encoder"
     lstm, attention = loaded["iaf_scf"], tf.saved_model.load(exported["iaf_scf_attention"].path)
     assert sorted(attention.signatures) == sorted(lstm.signatures)
     for name, function in lstm.signatures.items():
