@@ -14,6 +14,7 @@ from tflatent.models.registry import build_model
 PRIORS = {"af_af": ("af", "af"), "af_scf": ("af", "scf"), "iaf_scf": ("iaf", "scf")}
 TINY = dict(embedding_size=16, z_size=4, hidden_size=12, prior_rnn_units=12, hidden_flow_layers=2,
             hidden_flow_units=8, position_encoding="sinusoidal", position_encoding_size=8)
+ATTENTION = dict(attention_units=8, attention_layers=1, attention_heads=2, attention_feed_forward_units=16)
 
 
 def tiny_model(bundle, prior="af_af", seed=0, elbo_samples=2, **overrides):
@@ -53,9 +54,9 @@ def test_every_weight_gets_a_finite_nonzero_gradient_from_one_step(jsb_bundle, p
         assert np.abs(grad).max() > 0, var.path
 
 
-@pytest.mark.parametrize("prior", sorted(PRIORS))
-def test_padding_with_extra_steps_changes_no_loss_or_metric(ptb_bundle, prior):
-    model = tiny_model(ptb_bundle, prior)
+@pytest.mark.parametrize("prior,networks", [(prior, "lstm") for prior in sorted(PRIORS)] + [("iaf_scf", "transformer")])
+def test_padding_with_extra_steps_changes_no_loss_or_metric(ptb_bundle, prior, networks):
+    model = tiny_model(ptb_bundle, prior, inference_network=networks, emission_network=networks, **ATTENTION)
     x, lengths = first_batch(ptb_bundle, split="valid", batch_size=3)
     padded = tf.pad(x, [[0, 0], [0, 5]], constant_values=7)  # garbage past every end
     mu, logvar = model.inference_net(x, lengths)
@@ -329,7 +330,6 @@ def test_build_model_wires_the_prior_network_and_the_attention_sizes(jsb_bundle)
 
 
 # ---------------------------------------------------------------- self-attention q(z|x) and p(x|z) (issue 16)
-ATTENTION = dict(attention_units=8, attention_layers=1, attention_heads=2, attention_feed_forward_units=16)
 PARTS = {"both": ("transformer", "transformer"), "inference": ("transformer", "lstm"),
          "emission": ("lstm", "transformer")}
 

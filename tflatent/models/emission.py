@@ -22,7 +22,7 @@ over z (``tflatent.layers.sequence_network``), with padding keys masked in every
 
 (no shift: self-attention has no direction, and its output at t has read every z_s, as the two
 BiLSTM layers' has). x never enters p(x | z), so the emission is one parallel pass over z when
-generating too. The network is the part's ``neighbour_states``; its width D (2H or d) sets W's input.
+generating too. u_t's second part is the network's ``neighbour_states``; its width D (2H or d) sets W's.
 
 The reference's music frames carry an extra always-zero "pad" column whose Bernoulli term it includes
 in the loss; here frames are the 88 notes only, so that (near-zero, learned) term is absent.
