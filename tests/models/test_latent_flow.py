@@ -349,7 +349,7 @@ def checkpoint_layout(model, tmp_path):
         entries = []
         f.visititems(lambda name, item: entries.append(name) if isinstance(item, h5py.Dataset) else None)
     parts = ("inference", "emission")
-    return ([v.path for v in model.weights if v.path.split("/")[1] in parts],
+    return ([v.path.split("/", 1)[1] for v in model.weights if v.path.split("/")[1] in parts],  # after the model's name
             [e for e in entries if e.split("/")[0] in ("inference_net", "emission")])
 
 
@@ -358,11 +358,10 @@ def test_the_default_bilstms_keep_their_variable_paths_and_checkpoint_entries(js
     paths, entries = checkpoint_layout(tiny_model(jsb_bundle), tmp_path)
     cells = [f"layer_{i}_{d}/{v}" for i in range(2) for d in ("forward", "backward")
              for v in ("kernel", "recurrent_kernel", "bias")]
-    assert paths == ([f"latent_flow_model/inference/bilstm/{c}" for c in cells]
-                     + ["latent_flow_model/inference/head/kernel", "latent_flow_model/inference/head/bias",
-                        "latent_flow_model/emission/output_bias"]
-                     + [f"latent_flow_model/emission/bilstm/{c}" for c in cells]
-                     + ["latent_flow_model/emission/projection/kernel", "latent_flow_model/emission/projection/bias"])
+    assert paths == ([f"inference/bilstm/{c}" for c in cells]
+                     + ["inference/head/kernel", "inference/head/bias", "emission/output_bias"]
+                     + [f"emission/bilstm/{c}" for c in cells]
+                     + ["emission/projection/kernel", "emission/projection/bias"])
     h5_cells = [f"rnn/cells/{c}/{d}/vars/{v}" for c in ("container", "container_1") for d in ("lstm", "lstm_1")
                 for v in range(3)]
     assert entries == (["emission/projection/vars/0", "emission/projection/vars/1"]
