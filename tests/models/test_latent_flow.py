@@ -402,4 +402,3 @@ def test_an_attention_model_round_trips_through_a_checkpoint_and_estimates_and_g
     np.testing.assert_array_equal(generated, again)
     np.testing.assert_array_equal(generated.numpy()[0, 5:], 0.0)
     np.testing.assert_array_equal(other.generate_for_lengths(tf.constant([5, 9]), seed=4), generated)
-
