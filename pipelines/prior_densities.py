@@ -113,7 +113,10 @@ def describe(panels, sentence, threshold):
         panel["char"] = sentence[panel["t"]]
         panel["modes"] = [[float(np.interp(c, np.arange(len(axes[0])), axes[0])),
                            float(np.interp(r, np.arange(len(axes[1])), axes[1]))] for r, c in rows_cols]
-        panel["density_at_z_over_peak"] = float(np.exp(panel["log_density_at_z"] - panel["log_density"].max()))
+        # The peak is the grid's highest value or the value at z_t, whichever is higher: z_t lies off the
+        # grid's points, so on a coarse grid its density may exceed every grid point's.
+        peak = max(panel["log_density"].max(), panel["log_density_at_z"])
+        panel["density_at_z_over_peak"] = float(np.exp(panel["log_density_at_z"] - peak))
     return panels
 
 
