@@ -93,7 +93,8 @@ def plot_curves(curves: dict[str, list[dict]], path: str, title: str, unit: str,
     """
     from matplotlib.figure import Figure  # the object API: no pyplot state, no backend switch
 
-    figure = Figure(figsize=(12, 4.8), layout="constrained")
+    legend_rows = (len(curves) + 1) // 2
+    figure = Figure(figsize=(12, 4.8 + 0.22 * legend_rows), layout="constrained")
     by_time, by_epoch = figure.subplots(1, 2, sharey=True)
     colours, values = {}, []
     for label, points in curves.items():
@@ -119,7 +120,8 @@ def plot_curves(curves: dict[str, list[dict]], path: str, title: str, unit: str,
     by_time.set_ylabel(f"validation NLL ({unit})")
     for axis in (by_time, by_epoch):
         axis.grid(True, alpha=0.3)
-    by_epoch.legend(fontsize="small")
+    # below the panels, never over a curve
+    figure.legend(*by_epoch.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
     figure.suptitle(title + (" (dotted: the paper's test figure)" if paper else ""))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=110)

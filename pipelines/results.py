@@ -131,7 +131,12 @@ def write(record: dict, out: str, name: str) -> list[str]:
     with open(paths[1], "w") as f:
         f.write(markdown(record, name))
     for dataset in dict.fromkeys(row["dataset"] for row in record["rows"]):
-        shown = [row for row in record["rows"] if row["dataset"] == dataset and row.get("curve")]
+        shown, seen = [], set()
+        for row in record["rows"]:  # one line per training run: a re-evaluation (another K) has the same curve
+            key = json.dumps(row.get("curve"))
+            if row["dataset"] == dataset and row.get("curve") and key not in seen:
+                seen.add(key)
+                shown.append(row)
         if not shown:
             continue
         label = lambda row: f"{row['label']} ({row['variant']})"  # noqa: E731
