@@ -1,0 +1,301 @@
+"""Self-attention against the LSTMs (issue 16's acceptance figures), pair by pair on this machine.
+
+    python benchmarks/attention_speed.py [--match NAME] [--reps 7] [--warmups 2] [--quick]
+                                         [--in-process] [--output FILE] [--data-dir DIR] [--tfds-dir DIR]
+
+Pairs (baseline → candidate; goal: the candidate's speed-up = baseline s / candidate s):
+
+* ``generate_b1``: IAF/SCF generation at batch 1, T 64 and 256, ``configs/ptb_iaf_scf.yaml`` (LSTM prior
+  and BiLSTM emission) → ``configs/ptb_iaf_scf_attention.yaml`` (self-attention in q, p and the prior);
+  goal ≥ 3× at T 256.
+* ``generate_b16``: the LSTM baseline (``configs/ptb_lstm.yaml``) → attention IAF/SCF, both generating 16
+  sequences of T 256; goal > 1×.
+* ``train_jsb_af_af`` / ``train_jsb_iaf_scf``: one paper-size JSB training step on model_speed.py's
+  ``equal57`` batch (the first 5 training sequences of length 57), compiled as ``Model.fit`` compiles it:
+  ``jsb_chorales_af_af.yaml`` → the same with ``model.{inference,emission,prior}_network=transformer``,
+  and ``jsb_chorales_iaf_scf.yaml`` → ``jsb_chorales_iaf_scf_attention.yaml``; goal ≥ 2×.
+
+Models have untrained weights (generation runs the same operations whatever the weights). Generation is
+``model.generate(lengths=[T] * B, seed=r)``, as ``model_speed.py`` times it; the batches, the timer,
+the peak RSS and the machine description are ``model_speed.py``'s.
+
+Timing: both models of a pair are built in one process; after ``--warmups`` calls of each (the first
+includes tracing and XLA compilation, reported as ``first_call_seconds``), ``--reps`` rounds each call the
+baseline once and the candidate once, so that a change of load hits both. Per side: the median wall
+seconds (with min and max) and the median process CPU seconds of its calls. ``speedup`` and
+``cpu_speedup`` are baseline / candidate; ``goal_met`` judges the wall speed-up (the acceptance's), with
+``goal_met_cpu`` beside it (on a loaded machine wall time grows with the load, CPU time much less).
+
+Memory: each pair runs in its own Python process and ``peak_rss_gb`` is that process's peak (both
+models, their warm-ups and timed calls); with ``--in-process`` (implied by ``--quick``) it is this
+process's running peak (``peak_rss_scope`` says which). The 1-minute load average before and after each
+case is recorded. ``--quick``: tiny models, T 4 and 8, batches of about 20 steps, one call of each after
+one warm-up (a smoke test of the script, not a measurement).
+
+Prints one JSON object on stdout and a table on stderr; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # model_speed.py beside this file
+
+import model_speed  # noqa: E402  (its batches, timer, peak RSS and machine description)
+
+REPO = model_speed.REPO
+ATTENTION_EVERYWHERE = ("model.inference_network=transformer", "model.emission_network=transformer",
+                        "model.prior_network=transformer")
+# --quick: model_speed's tiny networks and a tiny transformer.
+TINY_ATTENTION = ("model.attention_units=8", "model.attention_heads=2", "model.attention_feed_forward_units=8",
+                  "model.attention_layers=1")
+QUICK_LENGTHS = (4, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One model of a pair: a config in configs/ and overrides."""
+
+    label: str
+    config: str
+    overrides: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """Baseline and candidate, measured alternately in one process."""
+
+    name: str
+    section: str  # "generate" or "train"
+    baseline: Side
+    candidate: Side
+    goal: float  # the wanted speed-up (baseline s / candidate s)
+    goal_case: str  # the case the goal is judged on
+    batch_size: int = 1
+    lengths: tuple = ()  # generate: the T measured
+    case: model_speed.Case | None = None  # train: model_speed's batch
+
+
+def pairs() -> list[Pair]:
+    iaf_lstm = Side("IAF/SCF, LSTMs", "ptb_iaf_scf")
+    iaf_attention = Side("IAF/SCF, attention", "ptb_iaf_scf_attention")
+    equal57 = model_speed.Case("equal", 57)
+    return [
+        Pair("generate_b1", "generate", iaf_lstm, iaf_attention, 3.0, "T256", batch_size=1, lengths=(64, 256)),
+        Pair("generate_b16", "generate", Side("LSTM baseline", "ptb_lstm"), iaf_attention, 1.0, "T256",
+             batch_size=16, lengths=(256,)),
+        Pair("train_jsb_af_af", "train", Side("AF/AF, LSTMs", "jsb_chorales_af_af"),
+             Side("AF/AF, attention", "jsb_chorales_af_af", ATTENTION_EVERYWHERE), 2.0, "equal57",
+             batch_size=5, case=equal57),
+        Pair("train_jsb_iaf_scf", "train", Side("IAF/SCF, LSTMs", "jsb_chorales_iaf_scf"),
+             Side("IAF/SCF, attention", "jsb_chorales_iaf_scf_attention"), 2.0, "equal57",
+             batch_size=5, case=equal57),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- one pair
+def build(side: Side, args, bundles: dict):
+    import keras
+
+    from tflatent import config as config_lib
+    from tflatent.data import load_dataset
+    from tflatent.models.registry import build_model
+
+    quick = (*model_speed.TINY, *TINY_ATTENTION) if args.quick else ()
+    overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *side.overrides, *quick]
+    config = config_lib.load(str(REPO / "configs" / f"{side.config}.yaml"), overrides)
+    keras.utils.set_random_seed(0)
+    key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
+    if key not in bundles:
+        bundles[key] = load_dataset(config.data, seed=0)
+    return config, bundles[key], build_model(config, bundles[key])
+
+
+def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object, object]]:
+    """[(case, batch description, {side: common fields}, baseline call, candidate call)] of a pair."""
+    import numpy as np
+
+    from tflatent.training import optimizers
+
+    sides, fields = [], {}
+    for role, side in (("baseline", pair.baseline), ("candidate", pair.candidate)):
+        config, bundle, model = build(side, args, bundles)
+        fields[role] = {"label": side.label, "config": f"configs/{side.config}.yaml",
+                        "overrides": list(side.overrides), "parameters": int(model.count_params()),
+                        "networks": {part: getattr(config.model, f"{part}_network")
+                                     for part in ("inference", "emission", "prior")}
+                        if config.model.type == "flow" else "lstm baseline"}
+        if pair.section == "train":
+            model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
+            model.optimizer.build(model.trainable_variables)
+            model.make_train_function()
+        sides.append((model, bundle))
+    out = []
+    if pair.section == "train":
+        batches = model_speed.pick_batches(sides[0][1], pair.case, pair.batch_size, args.quick)
+
+        def train_step(model):
+            return lambda: [float(model.train_function(iter([batch]))["loss"]) for batch in batches]
+
+        out.append((pair.case.name, model_speed.describe(batches), fields,
+                    *(train_step(model) for model, _ in sides)))
+        return out
+    for length in (QUICK_LENGTHS if args.quick else pair.lengths):
+        def generate(model, length=length):
+            seeds = iter(range(10 ** 6))
+            lengths = [length] * pair.batch_size
+            return lambda: np.asarray(model.generate(lengths=lengths, seed=next(seeds))[0])
+
+        out.append((f"T{length}", f"{pair.batch_size}x{length}", fields, *(generate(model) for model, _ in sides)))
+    return out
+
+
+def alternate(baseline, candidate, warmups: int, reps: int) -> dict:
+    """Warm-ups of each, then ``reps`` rounds of baseline then candidate: {side: model_speed.timed fields}."""
+    firsts = {side: model_speed.timed(fn, 0, 1)["seconds"] for side, fn in (("baseline", baseline),
+                                                                             ("candidate", candidate))}
+    for _ in range(warmups - 1):
+        baseline()
+        candidate()
+    rounds = {"baseline": [], "candidate": []}
+    for _ in range(reps):
+        for side, fn in (("baseline", baseline), ("candidate", candidate)):
+            rounds[side].append(model_speed.timed(fn, 0, 1))
+    out = {}
+    for side, timings in rounds.items():
+        walls = [t["seconds"] for t in timings]
+        out[side] = {"seconds": statistics.median(walls), "seconds_min": min(walls), "seconds_max": max(walls),
+                     "cpu_seconds": statistics.median(t["cpu_seconds"] for t in timings),
+                     "first_call_seconds": firsts[side], "warmups": warmups, "repetitions": reps}
+    return out
+
+
+def run_pair(pair: Pair, args) -> list[dict]:
+    warmups, reps = (1, 1) if args.quick else (args.warmups, args.reps)
+    results = []
+    for case, batch, fields, baseline, candidate in calls(pair, args, {}):
+        load_before = list(os.getloadavg())
+        timing = alternate(baseline, candidate, warmups, reps)
+        base, cand = timing["baseline"], timing["candidate"]
+        speedup, cpu_speedup = base["seconds"] / cand["seconds"], base["cpu_seconds"] / cand["cpu_seconds"]
+        judged = case == pair.goal_case or args.quick
+        result = {"name": f"{pair.name}/{case}", "pair": pair.name, "section": pair.section, "case": case,
+                  "batch": batch, "baseline": {**fields["baseline"], **base},
+                  "candidate": {**fields["candidate"], **cand}, "speedup": speedup, "cpu_speedup": cpu_speedup,
+                  "goal_speedup": pair.goal if judged else None,
+                  "goal_met": speedup >= pair.goal if judged else None,
+                  "goal_met_cpu": cpu_speedup >= pair.goal if judged else None,
+                  "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
+                  "peak_rss_gb": model_speed.peak_rss_gb(),
+                  "peak_rss_scope": "running process peak" if args.in_process else "process (both models of the pair)"}
+        results.append(result)
+        print(f"  {result['name']}: {base['seconds']:.3f} → {cand['seconds']:.3f} s ({speedup:.2f}×)",
+              file=sys.stderr, flush=True)
+    return results
+
+
+def run_pair_in_subprocess(pair: Pair, argv: list[str]) -> list[dict]:
+    done = subprocess.run([sys.executable, __file__, "--pair", pair.name, *argv], capture_output=True, text=True,
+                          cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"pair {pair.name} failed:\n{done.stderr[-4000:]}")
+    sys.stderr.write("".join(line + "\n" for line in done.stderr.splitlines() if line.startswith("  ")))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- report
+def table(results: list[dict]) -> str:
+    header = (f"{'case':28s} {'batch':10s} {'LSTM s':>8s} {'attn s':>8s} {'LSTM cpu':>8s} {'attn cpu':>8s} "
+              f"{'speedup':>7s} {'cpu x':>6s} {'goal':>5s} {'met':>4s} {'RSS GB':>6s} {'load':>5s}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['name']:28s} ERROR {r['error'].splitlines()[-1][:80]}")
+            continue
+        goal = "" if r["goal_speedup"] is None else f"{r['goal_speedup']:g}×"
+        met = "" if r["goal_met"] is None else ("yes" if r["goal_met"] else "no")
+        lines.append(f"{r['name']:28s} {r['batch']:10s} {r['baseline']['seconds']:8.3f} "
+                     f"{r['candidate']['seconds']:8.3f} {r['baseline']['cpu_seconds']:8.3f} "
+                     f"{r['candidate']['cpu_seconds']:8.3f} {r['speedup']:7.2f} {r['cpu_speedup']:6.2f} "
+                     f"{goal:>5s} {met:>4s} {r['peak_rss_gb']:6.2f} {r['load_average_before'][0]:5.1f}")
+    lines.append("speedup = baseline (LSTM) s / attention s, medians of alternating calls; load = 1-min average "
+                 "before the case")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_data = os.environ.get("TFLATENT_DATA_DIR") or str(REPO.parent / "shared" / "data")
+    parser.add_argument("--match", default="", help="run only the pairs whose name contains this text "
+                                                    "(or one of several, comma-separated)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny models, one call of each")
+    parser.add_argument("--reps", type=int, default=7, help="timed rounds (one call of each model) per case")
+    parser.add_argument("--warmups", type=int, default=2, help="untimed calls of each model before them")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every pair in this process (peak RSS is then this process's running peak)")
+    parser.add_argument("--output", help="also write the JSON to this file")
+    parser.add_argument("--data-dir", default=default_data)
+    parser.add_argument("--tfds-dir", default=os.path.join(tempfile.gettempdir(), "tflatent_benchmark_tfds"))
+    parser.add_argument("--pair", help=argparse.SUPPRESS)  # internal: run one pair, print its results
+    args = parser.parse_args(argv)
+    args.in_process = args.in_process or args.quick
+    if args.reps < 1 or args.warmups < 1:
+        parser.error("--reps and --warmups must be >= 1 (the first warm-up traces and compiles)")
+    return args
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    by_name = {pair.name: pair for pair in pairs()}
+    if args.pair:
+        with contextlib.redirect_stdout(sys.stderr):
+            results = run_pair(by_name[args.pair], args)
+        print(json.dumps(results))
+        return {}
+    selected = [pair for pair in by_name.values() if any(text in pair.name for text in args.match.split(","))]
+    child_argv = [a for a in argv if a != "--in-process"]
+    started = time.perf_counter()
+    results = []
+    for pair in selected:
+        print(f"{pair.name} ...", file=sys.stderr, flush=True)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
+                results += run_pair(pair, args) if args.in_process else run_pair_in_subprocess(pair, child_argv)
+        except Exception as err:  # keep measuring the other pairs; the report shows the failure
+            results.append({"name": pair.name, "pair": pair.name, "section": pair.section, "error": str(err)})
+
+    import tensorflow as tf
+    report = {
+        "benchmark": "attention_speed",
+        "command": "python benchmarks/attention_speed.py " + " ".join(argv),
+        "commit": model_speed.git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "quick": args.quick,
+        "machine": {"cpus": os.cpu_count(), "cpu": model_speed.cpu_model(), "tensorflow": tf.__version__,
+                    "python": platform.python_version()},
+        "total_seconds": time.perf_counter() - started,
+        "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(table(results), file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""benchmarks/attention_speed.py: its smoke run (--quick: tiny models, one call of each) gives the JSON it
+documents, baseline and candidate measured side by side. No timing is asserted."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+REPO_CONFIGS = BENCHMARKS.parent / "configs"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("attention_speed", BENCHMARKS / "attention_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_of_the_jsb_training_pair(data_dir, tfds_dir, tmp_path, capsys):
+    output = tmp_path / "attention.json"
+    report = load_script().main(["--quick", "--match", "train_jsb_af_af", "--data-dir", str(data_dir),
+                                 "--tfds-dir", str(tfds_dir), "--output", str(output)])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == report == json.loads(output.read_text())
+    assert "speedup" in captured.err  # the table
+    assert report["benchmark"] == "attention_speed" and report["machine"]["cpu"] and report["quick"]
+    result, = report["results"]
+    assert "error" not in result, result
+    assert result["name"] == "train_jsb_af_af/equal57" and result["batch"].startswith("5x")
+    baseline, candidate = result["baseline"], result["candidate"]
+    assert baseline["networks"] == {"inference": "lstm", "emission": "lstm", "prior": "lstm"}
+    assert candidate["networks"] == {"inference": "transformer", "emission": "transformer", "prior": "transformer"}
+    for side in (baseline, candidate):
+        assert side["seconds"] > 0 and side["cpu_seconds"] >= 0 and side["repetitions"] == 1
+    assert result["speedup"] == baseline["seconds"] / candidate["seconds"]
+    assert result["goal_speedup"] == 2.0 and result["goal_met"] == (result["speedup"] >= 2.0)
+    assert result["peak_rss_gb"] > 0 and len(result["load_average_before"]) == 3
+
+
+def test_every_pair_has_one_name_and_a_goal_case():
+    module = load_script()
+    pairs = module.pairs()
+    assert len({pair.name for pair in pairs}) == len(pairs) == 4
+    for pair in pairs:
+        cases = [f"T{n}" for n in pair.lengths] if pair.section == "generate" else [pair.case.name]
+        assert pair.goal_case in cases
+        assert (REPO_CONFIGS / f"{pair.candidate.config}.yaml").is_file()
+
