@@ -6,14 +6,16 @@
     python -m pipelines.generation_speed --scale paper        # the full grid, 20 repetitions
 
 For each task (text: the PTB models; music: the JSB models), model (LSTM baseline, IAF / SCF, AF / SCF,
-AF / AF), batch size and length T, it times ``model.generate(lengths=[T] * B, seed=r)`` (the call behind
+AF / AF, and beyond the paper IAF / SCF with self-attention in q, p and the prior: issue 16), batch size
+and length T, it times ``model.generate(lengths=[T] * B, seed=r)`` (the call behind
 ``python -m tflatent.generate``) ``reps`` times after one untimed warm-up call, which traces (and for the
 LSTM, XLA-compiles) the function for that T and B; its time is recorded as ``first_call_seconds``. The
 result is forced to host memory inside the timing. Reported: the mean and a 95 % confidence interval
 (Student t over the repetitions), as in the paper's Figure 7 (20 generations per length).
 
-The models are the paper-size configs (``configs/ptb_<model>.yaml``, ``configs/jsb_chorales_<model>.yaml``)
-at both scales, with untrained weights: generation runs the same operations whatever the weights, so its
+The models are the paper-size configs (``configs/ptb_<model>.yaml``, ``configs/jsb_chorales_<model>.yaml``;
+``iaf_scf_attention``: ``*_iaf_scf_attention.yaml``, d 256, 2 blocks, 4 heads, d_ff 1024) at both scales,
+with untrained weights: generation runs the same operations whatever the weights, so its
 time does not depend on them (the argmax / threshold decoding and the NLSq cubic solve do not branch
 on values). ``--scale cpu`` only shrinks the grid (fewer lengths and repetitions). Once a model's next
 call, extrapolated linearly in T from its mean time at the current length, would exceed
@@ -42,8 +44,9 @@ from pipelines import provenance
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
 TASKS = {"text": "ptb", "music": "jsb_chorales"}
-MODELS = ("lstm", "iaf_scf", "af_scf", "af_af")
-LABELS = {"lstm": "LSTM baseline", "iaf_scf": "IAF / SCF", "af_scf": "AF / SCF", "af_af": "AF / AF"}
+MODELS = ("lstm", "iaf_scf", "af_scf", "af_af", "iaf_scf_attention")
+LABELS = {"lstm": "LSTM baseline", "iaf_scf": "IAF / SCF", "af_scf": "AF / SCF", "af_af": "AF / AF",
+          "iaf_scf_attention": "IAF / SCF, attention"}
 GRIDS = {  # per scale: lengths per task, repetitions, batch sizes, the per-call time limit (seconds)
     "paper": {"text": [5, 10, 25, 50, 100, 150, 200, 250, 288], "music": [5, 10, 25, 50, 100, 150, 180],
               "reps": 20, "batches": [1, 16], "max_call_seconds": 60.0},

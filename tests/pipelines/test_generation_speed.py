@@ -10,7 +10,8 @@ import scipy.stats
 from pipelines import generation_speed as gs
 
 TINY = ["model.embedding_size=8", "model.hidden_size=8", "model.z_size=4", "model.prior_rnn_units=8",
-        "model.hidden_flow_units=8", "model.hidden_flow_layers=1"]
+        "model.hidden_flow_units=8", "model.hidden_flow_layers=1", "model.attention_units=8", "model.attention_heads=2",
+        "model.attention_feed_forward_units=8", "model.attention_layers=1"]
 
 
 def test_crossover_is_where_the_candidate_becomes_faster_for_good():
@@ -68,16 +69,18 @@ def test_compare_with_baseline_per_task_and_batch():
 
 
 def test_tiny_run_writes_json_and_plot(tmp_path, data_dir, tfds_dir, capsys):
-    argv = ["--tasks", "music", "--models", "lstm", "iaf_scf", "--lengths", "2", "5", "--batches", "2",
-            "--reps", "2", "--out", str(tmp_path), "--set", f"data.data_dir={data_dir}",
+    argv = ["--tasks", "music", "--models", "lstm", "iaf_scf", "iaf_scf_attention", "--lengths", "2", "5",
+            "--batches", "2", "--reps", "2", "--out", str(tmp_path), "--set", f"data.data_dir={data_dir}",
             "--set", f"data.tfds_dir={tfds_dir}"]
     for override in TINY:
         argv += ["--set", override]
     summary = gs.main(argv)
     written = json.loads((tmp_path / "generation_speed.json").read_text())
-    assert written["results"] == summary["results"] and len(summary["results"]) == 4
+    assert written["results"] == summary["results"] and len(summary["results"]) == 6
     assert {(r["model"], r["length"]) for r in summary["results"]} == {
-        ("lstm", 2), ("lstm", 5), ("iaf_scf", 2), ("iaf_scf", 5)}
+        ("lstm", 2), ("lstm", 5), ("iaf_scf", 2), ("iaf_scf", 5), ("iaf_scf_attention", 2), ("iaf_scf_attention", 5)}
+    assert summary["sizes"]["music"]["iaf_scf_attention"]["parameters"] != summary["sizes"]["music"]["iaf_scf"][
+        "parameters"]
     assert all(r["mean_seconds"] > 0 and r["batch"] == 2 for r in summary["results"])
     assert summary["device"]["kind"] in ("CPU", "GPU") and summary["untrained_weights"]
     assert "2" in summary["crossover_iaf_scf_vs_lstm"]["music"]
