@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -277,24 +276,7 @@ def main(argv=None) -> dict:
         except Exception as err:  # keep measuring the other pairs; the report shows the failure
             results.append({"name": pair.name, "pair": pair.name, "section": pair.section, "error": str(err)})
 
-    import tensorflow as tf
-    report = {
-        "benchmark": "attention_speed",
-        "command": "python benchmarks/attention_speed.py " + " ".join(argv),
-        "commit": model_speed.git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "cpu": model_speed.cpu_model(), "tensorflow": tf.__version__,
-                    "python": platform.python_version()},
-        "total_seconds": time.perf_counter() - started,
-        "results": results,
-    }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(table(results), file=sys.stderr)
-    return report
+    return model_speed.report("attention_speed", argv, args, started, results, table(results))
 
 
 if __name__ == "__main__":

@@ -535,13 +535,21 @@ def main(argv=None) -> dict:
         except Exception as err:  # keep measuring the other jobs; the report shows the failure
             results.append({"job": job.name, "name": job.name, "section": job.section, "error": str(err)})
 
+    reference = ({"harness": str(Path(args.reference_dir).resolve()), "python": args.reference_python,
+                  "code": "harvardnlp/TextFlow (PyTorch), run by the harness's bench.py"}
+                 if args.against_reference else None)
+    return report("model_speed", argv, args, started, results, table(results), reference=reference)
+
+
+def report(benchmark: str, argv: list[str], args, started: float, results: list[dict], table_text: str,
+           **fields) -> dict:
+    """A benchmark's record (``fields`` after its name, then the command, commit, date, machine and
+    ``results``): printed as JSON on stdout, written to ``args.output`` if given, ``table_text`` on stderr."""
     import tensorflow as tf
-    report = {
-        "benchmark": "model_speed",
-        "reference": ({"harness": str(Path(args.reference_dir).resolve()), "python": args.reference_python,
-                       "code": "harvardnlp/TextFlow (PyTorch), run by the harness's bench.py"}
-                      if args.against_reference else None),
-        "command": "python benchmarks/model_speed.py " + " ".join(argv),
+    record = {
+        "benchmark": benchmark,
+        **fields,
+        "command": f"python benchmarks/{benchmark}.py " + " ".join(argv),
         "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "quick": args.quick,
@@ -550,12 +558,12 @@ def main(argv=None) -> dict:
         "total_seconds": time.perf_counter() - started,
         "results": results,
     }
-    text = json.dumps(report, indent=2)
+    text = json.dumps(record, indent=2)
     print(text)
     if args.output:
         Path(args.output).write_text(text + "\n")
-    print(table(results), file=sys.stderr)
-    return report
+    print(table_text, file=sys.stderr)
+    return record
 
 
 if __name__ == "__main__":

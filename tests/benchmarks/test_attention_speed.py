@@ -1,21 +1,15 @@
 """benchmarks/attention_speed.py: its smoke run (--quick: tiny models, one call of each) gives the JSON it
 documents, baseline and candidate measured side by side. No timing is asserted."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from benchmark_helpers import BENCHMARKS, load_benchmark
+
 REPO_CONFIGS = BENCHMARKS.parent / "configs"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("attention_speed", BENCHMARKS / "attention_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("attention_speed")
 
 
 def test_quick_run_of_the_jsb_training_pair(data_dir, tfds_dir, tmp_path, capsys):

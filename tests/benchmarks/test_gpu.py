@@ -1,21 +1,13 @@
 """benchmarks/gpu.py: its CPU smoke run (--quick) gives the JSON it documents. No timing is asserted."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+from benchmark_helpers import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu", "gpu_benchmark")
 
 
 @pytest.mark.slow

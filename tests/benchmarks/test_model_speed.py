@@ -4,14 +4,12 @@ side by side with a stand-in for the authors' code harness; speed_table.py makes
 No timing is asserted: speed figures are the benchmark's output, not a test.
 """
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from benchmark_helpers import load_benchmark
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 RESULT_KEYS = {"job", "section", "config", "size", "parameters", "name", "batch", "seconds", "seconds_min",
                "seconds_max", "cpu_seconds", "first_call_seconds", "warmups", "repetitions", "peak_rss_gb",
                "peak_rss_scope", "load_average_before", "load_average_after", "reference", "speedup", "rss_ratio"}
@@ -33,11 +31,7 @@ print(json.dumps([{"name": f"{args.job}/{case}", "seconds": 2.0, "seconds_min": 
 
 
 def load_script(name="model_speed"):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def test_quick_run_beside_a_stand_in_harness_and_its_readme_table(data_dir, tfds_dir, tmp_path, capsys):
