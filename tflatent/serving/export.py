@@ -62,15 +62,21 @@ class ServingModule(tf.Module):
         lengths_spec = tf.TensorSpec([None], tf.int32, name="lengths")
         scalar = lambda name, dtype: tf.TensorSpec([], dtype, name=name)  # noqa: E731
         seed_spec = scalar("seed", tf.int32)
-        self.sample = tf.function(self._sample, input_signature=[
-            lengths_spec, scalar("temperature", tf.float32), seed_spec])
+        self.sample = self._signature(self._sample, [lengths_spec, scalar("temperature", tf.float32), seed_spec])
         if self._flow:
-            self.log_likelihood = tf.function(self._sampled_log_likelihood, input_signature=[
-                x_spec, lengths_spec, seed_spec])
-            self.encode = tf.function(self._encode, input_signature=[x_spec, lengths_spec])
+            self.log_likelihood = self._signature(self._sampled_log_likelihood, [x_spec, lengths_spec, seed_spec])
+            self.encode = self._signature(self._encode, [x_spec, lengths_spec])
         else:
-            self.log_likelihood = tf.function(self._exact_log_likelihood, input_signature=[x_spec, lengths_spec])
+            self.log_likelihood = self._signature(self._exact_log_likelihood, [x_spec, lengths_spec])
         self.metadata = tf.function(self._metadata, input_signature=[])
+
+    def _signature(self, method, input_signature):
+        """``method`` as a tf.function whose every trace runs the model under ``loop_implementation`` (the
+        module docstring: no cuDNN op in the exported graph)."""
+        def traced(*args):
+            with loop_implementation(self.model):
+                return method(*args)
+        return tf.function(traced, input_signature=input_signature)
 
     @property
     def model(self) -> keras.Model:
@@ -85,32 +91,27 @@ class ServingModule(tf.Module):
         return signatures
 
     # ------------------------------------------------------------------ the signatures
-    # Each runs the model under ``loop_implementation`` (the module docstring: no cuDNN op in the graph).
     def _sample(self, lengths, temperature, seed):
         checks = _length_checks(lengths, self.model.max_time) + [
             _require(temperature > 0.0, "temperature: must be > 0 (it scales the base noise or divides the "
                      "logits); got", temperature)]
         with tf.control_dependencies(checks):
             lengths = tf.identity(lengths)
-        with loop_implementation(self.model):
-            x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
+        x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
         return {"x": x, "lengths": lengths}
 
     def _sampled_log_likelihood(self, x, lengths, seed):
         x, lengths = self._checked(x, lengths)
-        with loop_implementation(self.model):
-            return _likelihood_outputs(self.model.log_likelihood(
-                x, lengths, num_samples=self._num_samples, chunk=self._chunk, seed=tf.stack([seed, 0])), lengths)
+        return _likelihood_outputs(self.model.log_likelihood(
+            x, lengths, num_samples=self._num_samples, chunk=self._chunk, seed=tf.stack([seed, 0])), lengths)
 
     def _exact_log_likelihood(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        with loop_implementation(self.model):
-            return _likelihood_outputs(self.model.log_likelihood(x, lengths), lengths)
+        return _likelihood_outputs(self.model.log_likelihood(x, lengths), lengths)
 
     def _encode(self, x, lengths):
         x, lengths = self._checked(x, lengths)
-        with loop_implementation(self.model):
-            mu, logvar = self.model.encode(x, lengths)  # [B, T, Z] each
+        mu, logvar = self.model.encode(x, lengths)  # [B, T, Z] each
         mask = tf.sequence_mask(lengths, tf.shape(mu)[1], dtype=mu.dtype)[..., None]
         return {"z_mean": mu * mask, "z_log_variance": logvar * mask}
 
