@@ -109,12 +109,15 @@ def build(side: Side, args, bundles: dict):
     import keras
 
     from tflatent import config as config_lib
+    from tflatent import cpu_threads
     from tflatent.data import load_dataset
     from tflatent.models.registry import build_model
 
     quick = (*model_speed.TINY, *TINY_ATTENTION) if args.quick else ()
     overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *side.overrides, *quick]
     config = config_lib.load(str(REPO / "configs" / f"{side.config}.yaml"), overrides)
+    # One process per pair: the baseline, built first, sets the threads per op for both (its best choice).
+    cpu_threads.configure(config)
     keras.utils.set_random_seed(0)
     key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
     if key not in bundles:
@@ -125,6 +128,7 @@ def build(side: Side, args, bundles: dict):
 def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object, object]]:
     """[(case, batch description, {side: common fields}, baseline call, candidate call)] of a pair."""
     import numpy as np
+    import tensorflow as tf
 
     from tflatent.training import optimizers
 
@@ -135,7 +139,8 @@ def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object,
                         "overrides": list(side.overrides), "parameters": int(model.count_params()),
                         "networks": {part: getattr(config.model, f"{part}_network")
                                      for part in ("inference", "emission", "prior")}
-                        if config.model.type == "flow" else "lstm baseline"}
+                        if config.model.type == "flow" else "lstm baseline",
+                        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
         if pair.section == "train":
             model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
             model.optimizer.build(model.trainable_variables)

@@ -228,6 +228,7 @@ def run_job(job: Job, args) -> list[dict]:
     import tensorflow as tf
 
     from tflatent import config as config_lib
+    from tflatent import cpu_threads
     from tflatent.data import load_dataset
     from tflatent.models.registry import build_model
     from tflatent.training import optimizers
@@ -235,6 +236,7 @@ def run_job(job: Job, args) -> list[dict]:
     overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *job.overrides,
                  *(TINY if args.quick else ()), *args.set]
     config = config_lib.load(str(REPO / "configs" / f"{job.config}.yaml"), overrides)
+    threads = cpu_threads.configure(config, sampling=job.section == "generate")
     keras.utils.set_random_seed(0)
     key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
     if key not in _BUNDLES:  # jobs that run in one process share their data sets
@@ -245,7 +247,8 @@ def run_job(job: Job, args) -> list[dict]:
     cases = selected_cases(job, args)
     common = {"job": job.name, "section": job.section, "config": f"configs/{job.config}.yaml", "size": job.size,
               "overrides": list(job.overrides), "parameters": int(model.count_params()),
-              "elbo_samples": config.train.elbo_samples if model.has_latent else None}
+              "elbo_samples": config.train.elbo_samples if model.has_latent else None,
+              "intra_op_threads": threads}
     results = []
 
     def finish(result):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import resource
 import signal
@@ -11,6 +12,7 @@ import time
 
 import pytest
 import standin_model
+import tensorflow as tf
 
 from tflatent import evaluate, train
 from tflatent.training import checkpoint_files
@@ -65,6 +67,17 @@ def test_a_run_directory_refuses_another_model_and_bad_configs_fail_clearly(tmp_
     assert train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "new"), "--resume", "nope.weights.h5"],
                       **PARTS) == 2
     assert "'nope.weights.h5' does not exist" in capsys.readouterr().err
+
+
+def test_the_entry_point_sets_the_threads_per_op_before_anything_else(tmp_path, caplog):
+    """In this process TensorFlow already runs, so an explicit value is refused with a warning: proof that
+    ``train`` asks for it (in a fresh process it takes effect: the deprecation test below passes one)."""
+    tf.constant(1.0) + 1.0
+    wanted = tf.config.threading.get_intra_op_parallelism_threads() + 5
+    with caplog.at_level(logging.WARNING, logger="tflatent.cpu_threads"):
+        assert train.main(["--config", CONFIG, "--run-dir", str(tmp_path / "run")] + FAST
+                          + ["--set", "train.epochs=1", "--set", f"train.intra_op_threads={wanted}"], **PARTS) == 0
+    assert [f"instead of {wanted}" in record.getMessage() for record in caplog.records] == [True]
 
 
 def test_resume_starts_a_new_run_from_a_checkpoint_epoch(tmp_path, capsys):
@@ -239,7 +252,7 @@ def test_a_training_run_prints_no_deprecation_warning_of_tensorflows_own(data_di
             "model.hidden_flow_units=8", "data.train_limit=4", "data.eval_limit=4", "data.batch_size=4",
             "data.eval_batch_size=4", "train.epochs=1", "train.nll_every=1", "train.nll_samples=2",
             "train.nll_chunk=2", "train.elbo_samples=1", "train.verbose=0", f"data.data_dir={data_dir}",
-            f"data.tfds_dir={tfds_dir}"]
+            f"data.tfds_dir={tfds_dir}", "train.intra_op_threads=1"]
     command = [sys.executable, "-W", "default", "-m", "tflatent.train", "--config",
                os.path.join(REPO, "configs", "ptb_af_af.yaml"), "--run-dir", str(tmp_path / "run")]
     done = subprocess.run(command + [arg for item in tiny for arg in ("--set", item)], cwd=REPO,
@@ -249,3 +262,4 @@ def test_a_training_run_prints_no_deprecation_warning_of_tensorflows_own(data_di
     own = [line for line in output.splitlines()
            if "deprecat" in line.lower() and ("tensorflow/python" in line or "(from tensorflow." in line)]
     assert not own, "\n".join(own)
+    assert "already runs in this process" not in output  # the thread setting came before the runtime

@@ -169,6 +169,7 @@ class TrainConfig:
     seed: int = 0
     distribute: str = "auto"  # auto | none | mirrored | multi_worker | tpu
     logical_cpus: Optional[int] = None  # mirrored without GPUs: split the CPU into N logical devices (tests)
+    intra_op_threads: Optional[int] = None  # CPU threads per op; None: auto, 0: TensorFlow's (tflatent.cpu_threads)
     mixed_precision: bool = False
     jit_compile: bool = False
     output_dir: str = "runs"
@@ -180,7 +181,7 @@ class TrainConfig:
                 "verbose": (0, 1, 2)}
     _positive = ("epochs", "steps_per_epoch", "learning_rate", "clip_norm", "grad_accum", "elbo_samples",
                  "nll_samples", "nll_chunk", "patience", "lr_decay", "logical_cpus")
-    _nonnegative = ("nll_every", "initial_kl_zero", "kl_rampup_time", "kl_floor", "seed")
+    _nonnegative = ("nll_every", "initial_kl_zero", "kl_rampup_time", "kl_floor", "seed", "intra_op_threads")
 
 
 @dataclass

@@ -37,7 +37,8 @@ def main(argv=None, **parts) -> int:
 
 
 def _main(args: argparse.Namespace, parts: dict) -> int:
-    opened = cli.open_checked_run(args, at_least_one=("num", "length"), positive=("temperature",), **parts)
+    opened = cli.open_checked_run(args, at_least_one=("num", "length"), positive=("temperature",), sampling=True,
+                                  **parts)
     if opened is None:
         return 2
     run, _, bundle, model, _ = opened

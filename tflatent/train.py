@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tflatent import cli, data
+from tflatent import cli, cpu_threads, data
 from tflatent import config as config_lib
 from tflatent.models import registry
 from tflatent.training import distribute
@@ -63,6 +63,7 @@ def main(argv=None, *, build_model: BuildModel = registry.build_model,
 
 def _main(args: argparse.Namespace, build_model: BuildModel, load_dataset: LoadDataset) -> int:
     config = config_lib.load(args.config, args.set)
+    cpu_threads.configure(config)
     strategy = distribute.make_strategy(config.train.distribute, config.train.logical_cpus)
     run = RunDir(args.run_dir) if args.run_dir else RunDir.for_config(config)
     summary = train(config, run, strategy, resume=args.resume, build_model=build_model,

@@ -266,7 +266,7 @@ def main(argv=None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    opened = cli.open_checked_run(args, at_least_one=("samples", "chunk"))
+    opened = cli.open_checked_run(args, at_least_one=("samples", "chunk"), sampling=True)
     if opened is None:
         return 2
     run, config, bundle, model, checkpoint = opened

@@ -58,7 +58,7 @@ import keras
 import keras_tuner as kt
 import tensorflow as tf
 
-from tflatent import cli, data
+from tflatent import cli, cpu_threads, data
 from tflatent import config as config_lib
 from tflatent.json_files import read_json, write_json
 from tflatent.training import distribute
@@ -97,6 +97,7 @@ def main(argv=None) -> int:
             if value is not None and value < 1:
                 raise config_lib.ConfigError(f"{flag} = {value} must be >= 1")
         config = config_lib.load(args.config, args.set)
+        cpu_threads.configure(config)
         strategy = distribute.make_strategy(config.train.distribute, config.train.logical_cpus)
         space = search_space.load(args.space)
         space_name = os.path.splitext(os.path.basename(args.space))[0]
