@@ -6,7 +6,13 @@
 The README's block lies between ``<!-- speed-table:begin -->`` and ``<!-- speed-table:end -->``; everything
 else in the file is kept. The tables state the run's CPU, commit and date; each row gives both times
 (median, with the min–max of the timed calls), ours in CPU seconds too, the speed-up (authors' s / ours:
-> 1 means tflatent is faster), both peak RSS and the 1-min load average before our job.
+> 1 means tflatent is faster), whether it meets its goal and by how much it misses, both peak RSS with
+the memory goal, and the 1-min load average before our job.
+
+Goals (one place: the constants below): every row at least ``SPEEDUP_GOAL`` × the authors' speed (the
+IAF/SCF sampler's "at most half the authors' time" is the same bound); the rows of ``SECONDS_GOALS`` also
+within that many seconds; peak RSS at most the authors' + ``MEMORY_ALLOWANCE_GB`` (TensorFlow's own
+runtime).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
+SPEEDUP_GOAL = 2.0
+SECONDS_GOALS = {"generate/ptb_af_af/T256": 1.0}  # AF/AF's 256-step sample within a second
+MEMORY_ALLOWANCE_GB = 0.75
 SECTIONS = (("train", "Training steps (forward, backward, optimizer update)"),
             ("nll", "Importance-sampled NLL, K = 30"),
             ("generate", "Generation, batch 1, paper-size PTB models (untrained weights)"))
@@ -38,17 +47,45 @@ def optional(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def speed_verdict(result: dict) -> str:
+    """"met", or "no: " and what is missing (the speed-up's factor short of the goal, the seconds over)."""
+    speedup = result.get("speedup")
+    if speedup is None:
+        return "–"
+    misses = []
+    if speedup < SPEEDUP_GOAL:
+        misses.append(f"{SPEEDUP_GOAL / speedup:.2f}× short")
+    limit = SECONDS_GOALS.get(result["name"])
+    if limit is not None and result["seconds"] > limit:
+        misses.append(f"{result['seconds'] - limit:.2g} s over {limit:g} s")
+    return "no: " + ", ".join(misses) if misses else "met"
+
+
+def memory_verdict(result: dict) -> str:
+    ours, theirs = result.get("peak_rss_gb"), (result.get("reference") or {}).get("peak_rss_gb")
+    if ours is None or theirs is None:
+        return "–"
+    over = ours - theirs - MEMORY_ALLOWANCE_GB
+    return "met" if over <= 0 else f"no: {over:.2f} GB over"
+
+
+def goal(result: dict) -> str:
+    limit = SECONDS_GOALS.get(result["name"])
+    return f"≥ {SPEEDUP_GOAL:g}×" + (f", ≤ {limit:g} s" if limit is not None else "")
+
+
 def row(result: dict) -> str:
     if "error" in result:
-        return f"| {result['name']} | | failed: {result['error'].splitlines()[-1][:80]} | | | | | |"
+        return f"| {result['name']} | | failed: {result['error'].splitlines()[-1][:80]} | | | | | | | | |"
     ref = result.get("reference") or {}
     speedup = result.get("speedup")
     return " | ".join(["", result["name"].split("/", 1)[1], result["batch"],
                        seconds(ref) if ref.get("seconds") is not None else "–",
                        seconds(result), f"{result['cpu_seconds']:.3g}",
                        "–" if speedup is None else f"**{speedup:.2f}×**" if speedup < 1 else f"{speedup:.2f}×",
+                       goal(result), speed_verdict(result),
                        f"{optional(result.get('peak_rss_gb'), '.2f')} / {optional(ref.get('peak_rss_gb'), '.2f')}",
-                       f"{result['load_average_before'][0]:.1f}", ""]).strip()
+                       memory_verdict(result), f"{result['load_average_before'][0]:.1f}", ""]).strip()
 
 
 def tables(report: dict) -> str:
@@ -66,11 +103,14 @@ def tables(report: dict) -> str:
         if not rows:
             continue
         lines += [f"### {title}", "",
-                  "| case | batch | authors' s | tflatent s | tflatent CPU s | speed-up | peak RSS GB (ours / "
-                  "authors') | load |", "|---|---|---:|---:|---:|---:|---:|---:|",
+                  "| case | batch | authors' s | tflatent s | tflatent CPU s | speed-up | goal | met | peak RSS GB "
+                  f"(ours / authors') | memory ≤ authors' + {MEMORY_ALLOWANCE_GB:g} GB | load |",
+                  "|---|---|---:|---:|---:|---:|---|---|---:|---|---:|",
                   *map(row, rows), ""]
+    met = [r for r in results if "error" not in r and r.get("speedup") is not None]
     lines.append("Speed-up = authors' s / tflatent s (> 1: tflatent is faster; bold: slower). Load = 1-min "
-                 "load average before our job.")
+                 f"load average before our job. Speed goal met in {sum(speed_verdict(r) == 'met' for r in met)} "
+                 f"of {len(met)} rows, memory goal in {sum(memory_verdict(r) == 'met' for r in met)} of {len(met)}.")
     return "\n".join(lines)
 
 

@@ -70,6 +70,19 @@ def test_quick_run_beside_a_stand_in_harness_and_its_readme_table(data_dir, tfds
     assert text.startswith("# head\n<!-- speed-table:begin -->\nRun of ") and text.endswith("end -->\ntail\n")
     assert "OLD TABLE" not in text and report["machine"]["cpu"] in text
     assert "| ptb_af_af/T4 | 1x4 | 2 | " in text  # one timed call: no min–max
+    assert "| goal | met |" in text and "Speed goal met in " in text
+
+
+def test_the_table_states_each_rows_goal_and_by_how_much_it_misses():
+    table = load_script("speed_table")
+    fast = {"name": "train/x/equal57", "seconds": 0.2, "speedup": 2.5, "peak_rss_gb": 1.5,
+            "reference": {"peak_rss_gb": 0.8}}
+    slow = {**fast, "speedup": 0.8, "peak_rss_gb": 1.8}
+    assert (table.speed_verdict(fast), table.memory_verdict(fast)) == ("met", "met")
+    assert (table.speed_verdict(slow), table.memory_verdict(slow)) == ("no: 2.50× short", "no: 0.25 GB over")
+    af_af = {**fast, "name": "generate/ptb_af_af/T256", "seconds": 1.5, "speedup": 60.0}
+    assert table.goal(af_af) == "≥ 2×, ≤ 1 s" and table.speed_verdict(af_af) == "no: 0.5 s over 1 s"
+    assert table.speed_verdict({**fast, "speedup": None}) == "–"
 
 
 def test_a_missing_harness_is_one_line_and_exit_2(tmp_path, capsys):
