@@ -105,7 +105,7 @@ def pairs() -> list[Pair]:
 
 
 # ---------------------------------------------------------------------------------------------- one pair
-def build(side: Side, args, bundles: dict):
+def build(side: Side, args, bundles: dict, sampling: bool = False):
     import keras
 
     from tflatent import config as config_lib
@@ -116,8 +116,9 @@ def build(side: Side, args, bundles: dict):
     quick = (*model_speed.TINY, *TINY_ATTENTION) if args.quick else ()
     overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *side.overrides, *quick]
     config = config_lib.load(str(REPO / "configs" / f"{side.config}.yaml"), overrides)
-    # One process per pair: the baseline, built first, sets the threads per op for both (its best choice).
-    cpu_threads.configure(config)
+    # One process per pair: the baseline, built first, sets the threads per op for both (its best choice;
+    # for generation TensorFlow's default, as model_speed.py and tflatent.generate use).
+    cpu_threads.configure(config, sampling=sampling)
     keras.utils.set_random_seed(0)
     key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
     if key not in bundles:
@@ -134,7 +135,7 @@ def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object,
 
     sides, fields = [], {}
     for role, side in (("baseline", pair.baseline), ("candidate", pair.candidate)):
-        config, bundle, model = build(side, args, bundles)
+        config, bundle, model = build(side, args, bundles, sampling=pair.section == "generate")
         fields[role] = {"label": side.label, "config": f"configs/{side.config}.yaml",
                         "overrides": list(side.overrides), "parameters": int(model.count_params()),
                         "networks": {part: getattr(config.model, f"{part}_network")
