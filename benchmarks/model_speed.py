@@ -18,7 +18,8 @@ The configurations of the authors' CPU figures, on the same batches and sizes:
   ``tf.function``, chunks of ``train.nll_chunk``) of PTB AF/AF, reduced and paper size.
 * ``generate``: ``model.generate(lengths=[T])`` at batch 1 for each T, paper-size PTB models with
   untrained weights (LSTM baseline, IAF/SCF, AF/SCF, AF/AF); for IAF/SCF also the exported model's
-  ``serving_default`` loaded in this process (rows ``serving_T<T>``, beside the reference's generation).
+  ``serving_default`` loaded in this process (rows ``serving_T<T>`` for a default export, without XLA,
+  and ``serving_xla_T<T>`` for ``--xla``; beside the reference's generation).
 
 Batches: "equal" = the first B training sequences of exactly that length (source order);
 "bucketed" = the first batch of the seed-0 training epoch (the reference's bucketing) with unequal
@@ -309,25 +310,28 @@ def run_job(job: Job, args) -> list[dict]:
 def time_serving(job: Job, model, config, bundle, common: dict, warmups: int, reps: int, finish, args):
     """The exported model's ``serving_default`` (``tflatent.serving.export``) at batch 1, in process.
 
-    Rows ``<job>/serving_T<T>``, set beside the reference's generation of the same T (``reference_case``).
+    Rows ``<job>/serving_T<T>`` (a default export: no XLA, as stock TF Serving needs) and
+    ``<job>/serving_xla_T<T>`` (``--xla``: the sampler compiled as ``generate``'s), each set beside the
+    reference's generation of the same T (``reference_case``).
     """
     import tensorflow as tf
 
     from tflatent.serving import export
 
-    with tempfile.TemporaryDirectory() as out:
-        path = export.export(model, config, out, 1, 1, vocabulary=bundle.vocab,
-                             source={"benchmark": "freshly initialised"})
-        sample = tf.saved_model.load(path).signatures["serving_default"]
-        for length in generation_lengths(job, args):
-            seeds = iter(range(warmups + reps))
-            load_before = list(os.getloadavg())
-            result = {**common, "name": f"{job.name}/serving_T{length}",
-                      "reference_case": f"{job.name}/T{length}", "batch": f"1x{length}", "length": length,
-                      "signature": "serving_default", "load_average_before": load_before,
-                      **timed(lambda: sample(lengths=tf.constant([length]), temperature=tf.constant(1.0),
-                                             seed=tf.constant(next(seeds)))["x"].numpy(), warmups, reps)}
-            finish(result)
+    for xla in (False, True):
+        with tempfile.TemporaryDirectory() as out:
+            path = export.export(model, config, out, 1, 1, vocabulary=bundle.vocab,
+                                 source={"benchmark": "freshly initialised"}, xla=xla)
+            sample = tf.saved_model.load(path).signatures["serving_default"]
+            for length in generation_lengths(job, args):
+                seeds = iter(range(warmups + reps))
+                load_before = list(os.getloadavg())
+                result = {**common, "name": f"{job.name}/serving_{'xla_' if xla else ''}T{length}",
+                          "reference_case": f"{job.name}/T{length}", "batch": f"1x{length}", "length": length,
+                          "signature": "serving_default", "xla": xla, "load_average_before": load_before,
+                          **timed(lambda: sample(lengths=tf.constant([length]), temperature=tf.constant(1.0),
+                                                 seed=tf.constant(next(seeds)))["x"].numpy(), warmups, reps)}
+                finish(result)
 
 
 def counts(job: Job, case: Optional[Case], args) -> tuple[int, int]:

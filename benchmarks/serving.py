@@ -4,10 +4,12 @@
 
 For the JSB chorales' IAF/SCF and AF/AF models (``configs/jsb_chorales_<prior>[_small].yaml``; paper
 size: hidden 500, z 50, 5 NLSq layers), each model is exported with ``tflatent.export`` and then timed at
-every batch N and length T: ``in_process_ms`` calls the loaded SavedModel's ``serving_default``
+every batch N and length T, once as a default export and once with ``--xla`` (its sampler compiled with
+XLA; ``xla`` in each row): ``in_process_ms`` calls the loaded SavedModel's ``serving_default``
 (``lengths`` = N × [T]) in this process; ``server_ms`` posts the same request, columnar, to
 ``python -m tflatent.serve`` on 127.0.0.1 (JSON both ways: the answer holds N × T × 88 frames). Each
-figure is the median of ``--repeats`` calls after one warm-up call; the machine's load average is
+figure is the median of ``--repeats`` calls after one warm-up call (which, for an XLA export, compiles
+that shape); the machine's load average is
 recorded, since other processes on the same cores slow both paths alike. The weights are freshly
 initialised (the speed does not depend on training), and ``data.max_time`` is raised to the longest T
 asked for when it is longer than JSB's own (180). Prints one JSON object.
@@ -125,22 +127,24 @@ def main() -> None:
             keras.utils.set_random_seed(config.train.seed)
             model = build_model(config, bundle)
             model.kl_weight.assign(1.0)
-            start = time.perf_counter()
-            path = export.export(model, config, os.path.join(out, prior), config.train.nll_samples,
-                                 config.train.nll_chunk, source={"benchmark": "freshly initialised"})
-            export_seconds = round(time.perf_counter() - start, 1)
-            sample = tf.saved_model.load(path).signatures["serving_default"]
-            with Server(os.path.dirname(path), prior) as server:
-                for batch in args.batches:
-                    for steps in args.steps:
-                        inputs = sample_request(batch, steps)
-                        tensors = {"lengths": tf.constant(inputs["lengths"]), "temperature": tf.constant(1.0),
-                                   "seed": tf.constant(0)}
-                        results.append({
-                            "model": prior, "config": name, "batch": batch, "T": steps,
-                            "in_process_ms": timed(functools.partial(sample, **tensors), args.repeats),
-                            "server_ms": timed(functools.partial(server.predict, inputs), args.repeats),
-                            "parameters": model.count_params(), "export_seconds": export_seconds})
+            for xla in (False, True):
+                start = time.perf_counter()
+                path = export.export(model, config, os.path.join(out, f"{prior}_xla" if xla else prior),
+                                     config.train.nll_samples, config.train.nll_chunk,
+                                     source={"benchmark": "freshly initialised"}, xla=xla)
+                export_seconds = round(time.perf_counter() - start, 1)
+                sample = tf.saved_model.load(path).signatures["serving_default"]
+                with Server(os.path.dirname(path), os.path.basename(os.path.dirname(path))) as server:
+                    for batch in args.batches:
+                        for steps in args.steps:
+                            inputs = sample_request(batch, steps)
+                            tensors = {"lengths": tf.constant(inputs["lengths"]), "temperature": tf.constant(1.0),
+                                       "seed": tf.constant(0)}
+                            results.append({
+                                "model": prior, "config": name, "xla": xla, "batch": batch, "T": steps,
+                                "in_process_ms": timed(functools.partial(sample, **tensors), args.repeats),
+                                "server_ms": timed(functools.partial(server.predict, inputs), args.repeats),
+                                "parameters": model.count_params(), "export_seconds": export_seconds})
     print(json.dumps({
         "benchmark": "serving", "signature": "serving_default", "size": args.size, "repeats": args.repeats,
         "statistic": "median ms per call after one warm-up call", "device": "cpu", "cpus": os.cpu_count(),

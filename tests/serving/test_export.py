@@ -18,6 +18,7 @@ import tensorflow as tf
 import yaml
 from graph_helpers import traced_op_types
 from serving_helpers import CONFIGS, TINY, train_tiny
+from tensorflow.core.protobuf import saved_model_pb2
 
 from tflatent import config as config_lib
 from tflatent import data
@@ -177,6 +178,40 @@ def test_assets_let_a_client_decode_without_tflatent(exported, fresh_results):
     text = json.loads(fresh_results["lstm/asset/metadata.json"].item())
     assert text["vocabulary"] == exported["lstm"].bundle.vocab and text["vocabulary"][:2] == ["<pad>", "<unk>"]
     assert (text["pad_id"], text["unk_id"]) == (0, 1)
+
+
+def _xla_functions(path) -> list[str]:
+    """The functions of a SavedModel's graph that must be compiled with XLA (``jit_compile=True``)."""
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return [function.signature.name for function in saved_model.meta_graphs[0].graph_def.library.function
+            if function.attr["_XlaMustCompile"].b]
+
+
+def test_default_exports_hold_no_xla_function(exported, fresh_results):
+    """Stock TF Serving refuses XLA-compiled functions (``--xla_cpu_compilation_enabled`` is off by
+    default; its GPU builds have no XLA compiler), so a default export must have none."""
+    for name, e in exported.items():
+        assert _xla_functions(e.path) == [], name
+        assert json.loads(fresh_results[f"{name}/asset/metadata.json"].item())["xla"] is False
+
+
+@pytest.mark.parametrize("name", ["af_af", "lstm"])
+def test_an_xla_export_samples_as_generate_does(exported, tmp_path, name):
+    e = exported[name]
+    assert export.main(["--run", e.run, "--out", str(tmp_path), "--samples", "2", "--xla"]) == 0
+    path = str(tmp_path / "1")
+    assert _xla_functions(path)
+    with open(os.path.join(path, "assets", "metadata.json")) as f:
+        assert json.load(f)["xla"] is True
+    sample = tf.saved_model.load(path).signatures["serving_default"]
+    lengths = tf.constant(SAMPLE_INPUTS["lengths"])
+    served = sample(lengths=lengths, temperature=tf.constant(SAMPLE_INPUTS["temperature"]),
+                    seed=tf.constant(SAMPLE_INPUTS["seed"]))["x"]
+    # The LSTM baseline's draw, too, is generate's: both run its loop under XLA.
+    x, _ = e.model.generate(lengths=lengths, temperature=SAMPLE_INPUTS["temperature"], seed=SAMPLE_INPUTS["seed"])
+    np.testing.assert_array_equal(served, x)
 
 
 def _digest(folder):

@@ -139,16 +139,16 @@ class EmissionNetwork(keras.layers.Layer):
         log_p = emission_distribution(self(z, lengths, training=training), self.music).log_prob(x)
         return log_p * tf.sequence_mask(lengths, tf.shape(log_p)[-1], dtype=log_p.dtype)
 
-    def decode(self, z, lengths, sample=False, seed=None):
+    def decode(self, z, lengths, sample=False, seed=None, compiled=False):
         """x from z: the mode (argmax token, or notes with p > 0.5, as the reference) or a sample.
 
         Returns x [..., B, T] int32 (text) or [..., B, T, V] float32 (music), zero at padding.
         ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``); used only when sampling.
-        The BiLSTM's loops run as XLA executables (one per T; ``LSTMStack.call``'s ``compiled``): at
-        batch 1 that halves the decoding time, and the two directions still run on two cores at once.
-        The transformer's is one parallel pass with no loop.
+        ``compiled``: the BiLSTM's loops run as XLA executables (one per shape; ``LSTMStack.call``'s
+        ``compiled``): at batch 1 that halves the decoding time, and the two directions still run on two
+        cores at once. The transformer's is one parallel pass with no loop.
         """
-        logits = self(z, lengths, compiled=True)
+        logits = self(z, lengths, compiled=compiled)
         if sample:
             x = emission_distribution(logits, self.music).sample(seed=stateless_seed(seed))
         elif self.music:

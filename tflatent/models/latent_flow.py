@@ -238,9 +238,9 @@ class LatentFlowModel(SequenceModel):
         The prior's sampling from its base noise is compiled with XLA, which turns its sequential
         loops (over t, and for an AF hidden flow over the dims) into fused code without per-op
         dispatch (the cost that dominates at small batches: AF/AF at T = 256 takes about a second
-        instead of tens). The noise itself is drawn outside XLA (whose random numbers differ), so
-        ``generate_for_lengths``, which runs without XLA, starts from the same ε; its z agree with
-        these to float rounding.
+        instead of tens); so are the emission's LSTM loops. The noise itself is drawn outside XLA
+        (whose random numbers differ), so ``generate_for_lengths`` starts from the same ε, with or
+        without XLA; its z agree with these to float rounding.
 
         Args:
           lengths: [N] lengths, or None to draw ``num_samples`` of them from p(T).
@@ -257,29 +257,33 @@ class LatentFlowModel(SequenceModel):
             lengths = sample_lengths(self.length_log_prob_table, num_samples, length_seed)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
         if self._generate_fn is None:
-            self._generate_fn = tf.function(functools.partial(self._generate, xla_prior=True))
+            self._generate_fn = tf.function(functools.partial(self._generate, compiled=True))
         x = self._generate_fn(lengths, int(tf.reduce_max(lengths)), tf.constant(temperature, tf.float32),
                               noise_seed, emission_seed, bool(sample_x))
         return x, lengths
 
-    def generate_for_lengths(self, lengths, temperature=1.0, seed=None, sample_x=False):
+    def generate_for_lengths(self, lengths, temperature=1.0, seed=None, sample_x=False, compiled=False):
         """``generate`` for given lengths [N] as graph code, returning x only.
 
         T_max = max(lengths) stays a tensor, so one trace (e.g. a SavedModel signature) serves every T;
         the draw equals ``generate(lengths, temperature=temperature, seed=seed)``'s for the same seed.
+        ``compiled``: run the prior's sampling and the emission's loops under XLA, as ``generate`` does
+        (XLA then compiles once per input shape when the graph runs); otherwise the graph has no XLA
+        part, which a server without XLA needs (TF Serving unless ``--xla_cpu_compilation_enabled``).
         """
         _, noise_seed, emission_seed = _generation_seeds(seed)
-        return self._generate(lengths, tf.reduce_max(lengths), temperature, noise_seed, emission_seed, sample_x)
+        return self._generate(lengths, tf.reduce_max(lengths), temperature, noise_seed, emission_seed, sample_x,
+                              compiled)
 
-    def _generate(self, lengths, num_steps, temperature, noise_seed, emission_seed, sample_x, xla_prior=False):
+    def _generate(self, lengths, num_steps, temperature, noise_seed, emission_seed, sample_x, compiled):
         eps = self.prior.noise(lengths, seed=noise_seed, num_steps=num_steps) * temperature
         sample_from_noise = self.prior.sample_from_noise
-        if xla_prior:
+        if compiled:
             if self._xla_sample_from_noise is None:
                 self._xla_sample_from_noise = tf.function(sample_from_noise, jit_compile=True)
             sample_from_noise = self._xla_sample_from_noise
         z, _ = sample_from_noise(eps, lengths)
-        return self.emission.decode(z, lengths, sample=sample_x, seed=emission_seed)
+        return self.emission.decode(z, lengths, sample=sample_x, seed=emission_seed, compiled=compiled)
 
     def get_config(self):
         return {**super().get_config(), **self._config}

@@ -86,6 +86,7 @@ class LSTMBaseline(SequenceModel):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
         self._sample_fn = None
+        self._shaped_sample_fn = None
 
     @classmethod
     def from_config_fields(cls, config, bundle):
@@ -194,14 +195,25 @@ class LSTMBaseline(SequenceModel):
         num_steps = int(tf.reduce_max(lengths))  # static, so that XLA compiles the loop per T
         return self._sample_fn(lengths, num_steps, tf.constant(temperature, tf.float32), seed), lengths
 
-    def generate_for_lengths(self, lengths, temperature=1.0, seed=None):
+    def generate_for_lengths(self, lengths, temperature=1.0, seed=None, compiled=False):
         """``generate`` for given lengths [N] as graph code, returning x only.
 
         T_max = max(lengths) stays a tensor, so one trace (e.g. a SavedModel signature) serves every T.
-        The loop then runs without XLA, whose stateless random streams differ from TensorFlow's kernels:
-        the draw has ``generate``'s distribution, but is not ``generate``'s draw for the same seed.
+        ``compiled``: run the loop under XLA, as ``generate`` does (compiled once per input shape when the
+        graph runs), so the draw is ``generate``'s for the same seed. Otherwise the graph has no XLA part
+        (as a server without XLA needs), and since XLA's stateless random streams differ from
+        TensorFlow's kernels, the draw has ``generate``'s distribution but not its values.
         """
-        return self._sample(lengths, tf.reduce_max(lengths), temperature, stateless_seed(seed))
+        num_steps = tf.reduce_max(lengths)
+        if not compiled:
+            return self._sample(lengths, num_steps, temperature, stateless_seed(seed))
+        if self._shaped_sample_fn is None:
+            # XLA needs T static: it reads it from the shape of a [T] tensor, fixed per compilation.
+            self._shaped_sample_fn = tf.function(
+                lambda lengths, steps, temperature, seed: self._sample(lengths, tf.shape(steps)[0], temperature,
+                                                                       seed), jit_compile=True)
+        return self._shaped_sample_fn(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature,
+                                      stateless_seed(seed))
 
     def _sample(self, lengths, num_steps, temperature, seed):
         batch = tf.shape(lengths)[0]

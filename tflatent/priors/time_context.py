@@ -68,12 +68,8 @@ class TimeContext:
         """Creates every weight now, for y_t of ``input_size`` H (the flow in time calls it later)."""
         raise NotImplementedError
 
-    def parallel(self, y, lengths, training=False, compiled=False):
-        """h̃_t for every t from y [S, N, T, H] and lengths [N]: [S, N, T, U].
-
-        ``compiled``: for the LSTM, run its loop as an XLA executable (no gradient; ``LSTMStack.call``);
-        the attention pass has no loop and ignores it.
-        """
+    def parallel(self, y, lengths, training=False):
+        """h̃_t for every t from y [S, N, T, H] and lengths [N]: [S, N, T, U]."""
         raise NotImplementedError
 
     def step_inputs(self, lengths, num_steps):
@@ -126,12 +122,11 @@ class LSTMTimeContext(TimeContext):
         out = tf.tile(out, [num_samples, 1, 1, 1])  # [S·N, layers, U, 2]
         return [(out[:, i, :, 0], out[:, i, :, 1]) for i in range(self.num_layers)]
 
-    def parallel(self, y, lengths, training=False, compiled=False):
+    def parallel(self, y, lengths, training=False):
         num_samples = tf.shape(y)[0]
         states = self._initial_states(lengths, num_samples)
         pos_next = self.position(lengths, num_steps=tf.shape(y)[2], shift=1)  # [N, T, F]
-        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training,
-                           compiled=compiled)  # [S, N, T, U]
+        outputs = self.rnn(y, context=pos_next, initial_state=states, training=training)  # [S, N, T, U]
         first = tf.reshape(states[-1][0], tf.stack([num_samples, -1, 1, self.units]))  # h̃_0
         return tf.concat([first, outputs[..., :-1, :]], axis=-2)
 
@@ -177,7 +172,7 @@ class AttentionTimeContext(TimeContext):
     def build(self, input_size):
         self.attention.build((None, None, input_size), (None, None, self.position.feature_size))
 
-    def parallel(self, y, lengths, training=False, compiled=False):
+    def parallel(self, y, lengths, training=False):
         num_steps = tf.shape(y)[2]
         return self.attention(y, mask=tf.sequence_mask(lengths, num_steps),
                               context=self.position(lengths, num_steps=num_steps), training=training)

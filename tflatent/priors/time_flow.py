@@ -124,11 +124,9 @@ class TimeFlowPrior(keras.layers.Layer):
     # Below, y, z and ε are [S, N, T, H]: S samples of each of N sequences (S = 1 for a plain batch).
     # What depends on the sequence only (the position features and their share of the context
     # network's first layer) is computed once per sequence, not once per sample.
-    def _parallel_context(self, y, lengths, training, compiled=False):
-        """h̃_t for all t from y_<t in one pass of the time context: [S, N, T, U] (``compiled``: see
-        ``TimeContext.parallel``)."""
-        return self.drop(self.time_context.parallel(y, lengths, training=training, compiled=compiled),
-                         training=training)
+    def _parallel_context(self, y, lengths, training):
+        """h̃_t for all t from y_<t in one pass of the time context: [S, N, T, U]."""
+        return self.drop(self.time_context.parallel(y, lengths, training=training), training=training)
 
     def _sequential(self, step_fn, elems, lengths, training):
         """Runs the time flow step by step, feeding the time context what ``step_fn`` returns.
@@ -162,11 +160,11 @@ class TimeFlowPrior(keras.layers.Layer):
         ys = tf.transpose(ys.stack(), [1, 0, 2])  # [S·N, T, H]
         return tf.reshape(ys, shape), tf.reshape(tf.transpose(log_probs.stack()), shape[:3])
 
-    def _context(self, y, lengths, training, compiled=False):
+    def _context(self, y, lengths, training):
         """The contexts for all steps when they can be computed in parallel: [S, N, T, ·] or [N, T, F]."""
         if self.time_context is None:
             return self.position(lengths, num_steps=tf.shape(y)[2])
-        return self._parallel_context(y, lengths, training, compiled=compiled)
+        return self._parallel_context(y, lengths, training)
 
     # ------------------------------------------------------------------ the two directions
     def log_prob(self, z, lengths, training=False):
@@ -188,8 +186,8 @@ class TimeFlowPrior(keras.layers.Layer):
     def sample_from_noise(self, eps, lengths):
         """z = f(ε) and its per-step log p(z_t | z_<t, T): ε [N, T, H] (or [S, N, T, H]) → (z, [N, T]).
 
-        Sampling only (no gradient through the IAF's LSTM context: its loops run as XLA executables,
-        ``LSTMStack.call``'s ``compiled``).
+        AF runs its loop over t; IAF computes every step at once from the context of ε_<t. Plain graph
+        code: ``LatentFlowModel.generate`` compiles it whole with XLA.
         """
         eps, drop_sample_axis = _with_sample_axis(eps)
         if self.time_flow == "af":
@@ -198,7 +196,7 @@ class TimeFlowPrior(keras.layers.Layer):
                 return z_t, standard_normal_log_prob(eps_t) - log_det
             z, log_prob = self._sequential(step, eps, lengths, training=False)
         else:
-            z, log_det = self.flow.forward(eps, self._context(eps, lengths, training=False, compiled=True))
+            z, log_det = self.flow.forward(eps, self._context(eps, lengths, training=False))
             log_prob = standard_normal_log_prob(eps) - log_det
         mask = _mask(lengths, tf.shape(eps)[2], eps.dtype)
         return drop_sample_axis(z * mask[..., None]), drop_sample_axis(log_prob * mask)

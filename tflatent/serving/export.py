@@ -11,6 +11,12 @@ in ``docs/serving.md``.
 Every signature is traced with the LSTMs' "loop" implementation (``loop_implementation``), whatever
 ``model.lstm_impl`` says: "auto" on a machine with a GPU would otherwise trace cuDNN ops
 (CudnnRNNV3), which a CPU-only TF Serving cannot run. The exported graph runs on a CPU or a GPU.
+
+By default no part of the graph is compiled with XLA: TF Serving refuses XLA-compiled functions
+unless started with ``--xla_cpu_compilation_enabled=true`` (and its GPU builds cannot compile them at
+all). ``--xla`` compiles the sampler as ``model.generate`` does (the AF priors' loops fused: about 30×
+faster at T = 256), for servers that run XLA: ``python -m tflatent.serve``, or TF Serving with that
+flag on a CPU. XLA then compiles once per request shape (batch, T_max), on the first such request.
 """
 
 from __future__ import annotations
@@ -44,13 +50,15 @@ class ServingModule(tf.Module):
       config: the run's ``tflatent.config.Config``.
       metadata_path, config_path: the asset files (copied into the SavedModel's ``assets/``).
       num_samples, chunk: K importance samples of ``log_likelihood``, drawn ``chunk`` at a time.
+      xla: compile ``serving_default``'s sampler with XLA (module docstring).
     """
 
     def __init__(self, model: keras.Model, config: config_lib.Config, metadata_path: str, config_path: str,
-                 num_samples: int, chunk: int):
+                 num_samples: int, chunk: int, xla: bool = False):
         super().__init__(name="tflatent")
         self._holder = _NotTracked(model)
         self._flow = model.has_latent
+        self._xla = xla
         self._num_samples = num_samples
         self._chunk = chunk
         # Keras 3 variables are not tf.Module-tracked; the SavedModel saves these (as keras.export does).
@@ -97,7 +105,8 @@ class ServingModule(tf.Module):
                      "logits); got", temperature)]
         with tf.control_dependencies(checks):
             lengths = tf.identity(lengths)
-        x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]))
+        x = self.model.generate_for_lengths(lengths, temperature=temperature, seed=tf.stack([seed, 0]),
+                                            compiled=self._xla)
         return {"x": x, "lengths": lengths}
 
     def _sampled_log_likelihood(self, x, lengths, seed):
@@ -187,7 +196,7 @@ def next_version(out_dir: str) -> int:
 
 
 def make_metadata(model: keras.Model, config: config_lib.Config, vocabulary, num_samples: int, chunk: int,
-                  source: dict) -> dict:
+                  source: dict, xla: bool = False) -> dict:
     """The contents of ``metadata.json``: what a client needs to build requests and decode answers."""
     flow = model.has_latent
     metadata = {
@@ -198,6 +207,7 @@ def make_metadata(model: keras.Model, config: config_lib.Config, vocabulary, num
         "vocab_size": int(model.vocab_size),
         "max_time": int(model.max_time),
         "signatures": ["serving_default", "log_likelihood"] + (["encode"] if flow else []) + ["metadata"],
+        "xla": bool(xla),
         "source": source,
     }
     if flow:
@@ -211,7 +221,7 @@ def make_metadata(model: keras.Model, config: config_lib.Config, vocabulary, num
 
 
 def export(model: keras.Model, config: config_lib.Config, out_dir: str, num_samples: int, chunk: int,
-           vocabulary=None, source: dict | None = None) -> str:
+           vocabulary=None, source: dict | None = None, xla: bool = False) -> str:
     """Writes ``model`` as the next version under ``out_dir``; returns that version's folder.
 
     Args:
@@ -221,6 +231,7 @@ def export(model: keras.Model, config: config_lib.Config, out_dir: str, num_samp
       num_samples, chunk: K importance samples of ``log_likelihood`` and the samples per chunk.
       vocabulary: text: the id → token strings; music: None.
       source: where the weights came from (recorded in ``metadata.json``).
+      xla: compile the sampler with XLA (module docstring); recorded in ``metadata.json``.
     """
     if num_samples < 1 or chunk < 1:
         raise ValueError(f"export needs num_samples >= 1 and chunk >= 1; got {num_samples}, {chunk}")
@@ -234,10 +245,11 @@ def export(model: keras.Model, config: config_lib.Config, out_dir: str, num_samp
             metadata_path = os.path.join(asset_dir, METADATA_FILE)
             config_path = os.path.join(asset_dir, CONFIG_FILE)
             with open(metadata_path, "w") as f:
-                json.dump(make_metadata(model, config, vocabulary, num_samples, chunk, source or {}), f, indent=1)
+                json.dump(make_metadata(model, config, vocabulary, num_samples, chunk, source or {}, xla), f,
+                          indent=1)
             with open(config_path, "w") as f:
                 f.write(config.to_yaml())
-            module = ServingModule(model, config, metadata_path, config_path, num_samples, chunk)
+            module = ServingModule(model, config, metadata_path, config_path, num_samples, chunk, xla)
             tf.saved_model.save(module, staging, signatures=module.signatures())
             warmup.write(staging, os.path.basename(os.path.normpath(out_dir)), module.signatures(),
                          model.max_time)
@@ -258,6 +270,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, help="importance samples K of log_likelihood "
                         "(default: train.nll_samples)")
     parser.add_argument("--chunk", type=int, help="importance samples per chunk (default: train.nll_chunk)")
+    parser.add_argument("--xla", action="store_true",
+                        help="compile the sampler with XLA (much faster AF priors) for servers that run XLA: "
+                        "tflatent.serve, or TF Serving with --xla_cpu_compilation_enabled=true")
     return parser.parse_args(argv)
 
 
@@ -273,6 +288,7 @@ def _main(args: argparse.Namespace) -> int:
     num_samples = args.samples or config.train.nll_samples
     chunk = min(args.chunk or config.train.nll_chunk, num_samples)
     path = export(model, config, args.out, num_samples, chunk, vocabulary=bundle.vocab,
-                  source={"run": os.path.abspath(run.path), "checkpoint": os.path.abspath(checkpoint)})
+                  source={"run": os.path.abspath(run.path), "checkpoint": os.path.abspath(checkpoint)},
+                  xla=args.xla)
     print(f"exported {type(model).__name__} from {checkpoint} to {path}")
     return 0
