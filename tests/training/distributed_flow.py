@@ -1,10 +1,11 @@
 """Trains a tiny JSB AF/AF under a strategy and checks it against one device (run by test_distribute.py).
 
-``python distributed_flow.py STRATEGY RUN_DIR EVAL_LIMIT [LOGICAL_CPUS]`` (a worker of ``multi_worker``
-takes TF_CONFIG from the environment). It trains one epoch of two steps with the IS-NLL callback on
-a validation set of EVAL_LIMIT chorales, then evaluates the same weights on one device (the default
-strategy, per-replica batches) and prints one JSON line: the strategy's validation loss and NLL, the
-one-device figures, and the replicas.
+``python distributed_flow.py STRATEGY RUN_DIR EVAL_LIMIT NETWORK [LOGICAL_CPUS]`` (a worker of
+``multi_worker`` takes TF_CONFIG from the environment); NETWORK is ``lstm`` (the paper's) or
+``transformer`` (self-attention in q(z|x), p(x|z) and the prior). It trains one epoch of two steps
+with the IS-NLL callback on a validation set of EVAL_LIMIT chorales, then evaluates the same weights on
+one device (the default strategy, per-replica batches) and prints one JSON line: the strategy's
+validation loss and NLL, the one-device figures, and the replicas.
 """
 
 import json
@@ -14,7 +15,12 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main(name, run_dir, eval_limit, logical_cpus=None):
+ATTENTION = ["model.inference_network=transformer", "model.emission_network=transformer",
+             "model.prior_network=transformer", "model.attention_units=8", "model.attention_layers=1",
+             "model.attention_heads=2", "model.attention_feed_forward_units=16"]
+
+
+def main(name, run_dir, eval_limit, network, logical_cpus=None):
     from tflatent.training import distribute
     strategy = distribute.make_strategy(name, int(logical_cpus) if logical_cpus else None)
     import tensorflow as tf
@@ -30,7 +36,7 @@ def main(name, run_dir, eval_limit, logical_cpus=None):
                  "model.position_encoding_size=8", "data.train_limit=12", f"data.eval_limit={eval_limit}",
                  "data.batch_size=2", "data.eval_batch_size=2", "train.epochs=1", "train.steps_per_epoch=2",
                  "train.nll_every=1", "train.nll_samples=4", "train.nll_chunk=3", "train.elbo_samples=2",
-                 "train.verbose=0", f"train.distribute={name}"]
+                 "train.verbose=0", f"train.distribute={name}", *(ATTENTION if network == "transformer" else [])]
     config = config_lib.load(os.path.join(REPO, "configs", "jsb_chorales_af_af_small.yaml"), overrides)
     run = RunDir(run_dir)
     summary = train(config, run, strategy)

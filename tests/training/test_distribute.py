@@ -166,9 +166,10 @@ def _assert_matches_one_device(figures, replicas, sequences):
 
 
 @pytest.mark.slow
-def test_a_flow_model_trains_and_validates_mirrored_over_three_cpus_on_an_uneven_split(tmp_path):
-    """7 validation chorales in global batches of 6: shares 2/2/2, then 1/0/0 (an empty replica)."""
-    done = _run([sys.executable, FLOW, "mirrored", str(tmp_path / "run"), "7", "3"], timeout=900)
+def test_a_flow_model_with_attention_trains_and_validates_mirrored_over_three_cpus_on_an_uneven_split(tmp_path):
+    """Self-attention in q, p and the prior (the two-worker test below runs the LSTMs). 7 validation
+    chorales in global batches of 6: shares 2/2/2, then 1/0/0 (an empty replica)."""
+    done = _run([sys.executable, FLOW, "mirrored", str(tmp_path / "run"), "7", "transformer", "3"], timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_matches_one_device(_figures(done.stdout), replicas=3, sequences=7)
     assert "stateful random seeds in replicated context" not in done.stderr
@@ -180,7 +181,7 @@ def test_a_flow_model_trains_and_validates_on_two_workers_on_an_uneven_split(tmp
     end with the same weights; worker 0 writes the run directory (summary, best checkpoint), worker 1
     only its own backups."""
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
-    workers = [subprocess.Popen([sys.executable, FLOW, "multi_worker", str(tmp_path / "run"), "5"], cwd=REPO,
+    workers = [subprocess.Popen([sys.executable, FLOW, "multi_worker", str(tmp_path / "run"), "5", "lstm"], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
                                     {"cluster": cluster, "task": {"type": "worker", "index": i}})})
