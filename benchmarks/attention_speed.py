@@ -106,6 +106,7 @@ def pairs() -> list[Pair]:
 
 # ---------------------------------------------------------------------------------------------- one pair
 def build(side: Side, args, bundles: dict, sampling: bool = False):
+    """(config, data bundle, model, threads per op in effect) of one side."""
     import keras
 
     from tflatent import config as config_lib
@@ -118,30 +119,29 @@ def build(side: Side, args, bundles: dict, sampling: bool = False):
     config = config_lib.load(str(REPO / "configs" / f"{side.config}.yaml"), overrides)
     # One process per pair: the baseline, built first, sets the threads per op for both (its best choice;
     # for generation TensorFlow's default, as model_speed.py and tflatent.generate use).
-    cpu_threads.configure(config, sampling=sampling)
+    threads = cpu_threads.configure(config, sampling=sampling)
     keras.utils.set_random_seed(0)
     key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
     if key not in bundles:
         bundles[key] = load_dataset(config.data, seed=0)
-    return config, bundles[key], build_model(config, bundles[key])
+    return config, bundles[key], build_model(config, bundles[key]), threads
 
 
 def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object, object]]:
     """[(case, batch description, {side: common fields}, baseline call, candidate call)] of a pair."""
     import numpy as np
-    import tensorflow as tf
 
     from tflatent.training import optimizers
 
     sides, fields = [], {}
     for role, side in (("baseline", pair.baseline), ("candidate", pair.candidate)):
-        config, bundle, model = build(side, args, bundles, sampling=pair.section == "generate")
+        config, bundle, model, threads = build(side, args, bundles, sampling=pair.section == "generate")
         fields[role] = {"label": side.label, "config": f"configs/{side.config}.yaml",
                         "overrides": list(side.overrides), "parameters": int(model.count_params()),
                         "networks": {part: getattr(config.model, f"{part}_network")
                                      for part in ("inference", "emission", "prior")}
                         if config.model.type == "flow" else "lstm baseline",
-                        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+                        "intra_op_threads": threads}
         if pair.section == "train":
             model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
             model.optimizer.build(model.trainable_variables)

@@ -107,10 +107,12 @@ def tables(report: dict) -> str:
                   f"(ours / authors') | memory ≤ authors' + {MEMORY_ALLOWANCE_GB:g} GB | load |",
                   "|---|---|---:|---:|---:|---:|---|---|---:|---|---:|",
                   *map(row, rows), ""]
-    met = [r for r in results if "error" not in r and r.get("speedup") is not None]
+    compared = [r for r in results if "error" not in r and r.get("speedup") is not None]
+    speed_met = sum(speed_verdict(r) == "met" for r in compared)
+    memory_met = sum(memory_verdict(r) == "met" for r in compared)
     lines.append("Speed-up = authors' s / tflatent s (> 1: tflatent is faster; bold: slower). Load = 1-min "
-                 f"load average before our job. Speed goal met in {sum(speed_verdict(r) == 'met' for r in met)} "
-                 f"of {len(met)} rows, memory goal in {sum(memory_verdict(r) == 'met' for r in met)} of {len(met)}.")
+                 f"load average before our job. Speed goal met in {speed_met} of {len(compared)} rows, memory "
+                 f"goal in {memory_met} of {len(compared)}.")
     return "\n".join(lines)
 
 
