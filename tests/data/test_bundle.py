@@ -1,5 +1,7 @@
 """load_dataset / DataBundle on the real data: batches, max_time, p(T), limits and the text helpers."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -92,3 +94,13 @@ def test_training_batches_are_seeded(jsb_bundle):
 def test_unknown_split_is_an_error(jsb_bundle):
     with pytest.raises(ValueError, match="unknown split 'dev'; choose one of: train, valid, test"):
         jsb_bundle.num_examples("dev")
+
+
+def test_loads_started_together_prepare_the_data_set_once(data_dir, tmp_path, jsb_bundle):
+    """Runs started at once on a new machine: without the lock both generate the data set and the second
+    rename into place fails (FileExistsError)."""
+    config = jsb_config(data_dir, tmp_path / "tensorflow_datasets")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        bundles = list(pool.map(lambda _: load_dataset(config), range(2)))
+    for bundle in bundles:
+        np.testing.assert_array_equal(bundle.lengths("test"), jsb_bundle.lengths("test"))

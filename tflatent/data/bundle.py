@@ -5,7 +5,9 @@
 
 The data set is prepared by its TFDS builder (:mod:`tflatent.data.ptb_char`,
 :mod:`tflatent.data.polyphonic_music`) into ``config.tfds_dir`` on the first load and reused on later
-loads (prepared again when the source files change), then read into memory: PTB is 5 MB of tokens,
+loads (prepared again when the source files change; processes that load at once, such as runs started
+together on a new machine, prepare it one at a time under a lock file in the TFDS directory, and the
+later ones reuse what the first wrote), then read into memory: PTB is 5 MB of tokens,
 the music sets at most a few tens of MB of piano rolls.
 
 Derived quantities, as the reference computed them (docs/reference.md §2.2, §5.3), always from the full splits
@@ -19,7 +21,9 @@ Derived quantities, as the reference computed them (docs/reference.md §2.2, §5
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -168,10 +172,26 @@ def _read_split(builder: tfds.core.DatasetBuilder, split: str, feature: str) -> 
     return tf.concat(parts, axis=0)
 
 
+def _prepared_builder(config: DataConfig) -> tfds.core.DatasetBuilder:
+    """``make_builder(config)``, prepared, by one process at a time.
+
+    TFDS writes a data set into a temporary directory and renames it into place, so two processes
+    preparing the same data set at once both generate it and the second rename fails. An exclusive lock
+    on ``<tfds_dir>/.<dataset>.lock`` serialises preparation; the builder is made under the lock, so a
+    process that waited sees (and reuses) the data set the first one prepared.
+    """
+    root = Path(make_builder(config).data_dir_root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{config.dataset}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        builder = make_builder(config)
+        builder.download_and_prepare()
+    return builder
+
+
 def load_dataset(config: DataConfig, seed: int = 0) -> DataBundle:
     """Prepares (first time) and loads ``config.dataset``; see the module docstring."""
-    builder = make_builder(config)
-    builder.download_and_prepare()
+    builder = _prepared_builder(config)
     is_music = config.dataset in MUSIC_DATASETS
     feature = "frames" if is_music else "tokens"
     full = {split: _read_split(builder, split, feature) for split in sources.SPLITS}
