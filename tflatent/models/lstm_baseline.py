@@ -85,8 +85,7 @@ class LSTMBaseline(SequenceModel):
                 name="output")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
-        self._sample_fn = None
-        self._shaped_sample_fn = None
+        self._compiled_sample_fn = None
 
     @classmethod
     def from_config_fields(cls, config, bundle):
@@ -190,10 +189,7 @@ class LSTMBaseline(SequenceModel):
             length_seed, seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
             lengths = sample_lengths(self.length_log_prob_table, num_samples, length_seed)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
-        if self._sample_fn is None:
-            self._sample_fn = tf.function(self._sample, jit_compile=True)
-        num_steps = int(tf.reduce_max(lengths))  # static, so that XLA compiles the loop per T
-        return self._sample_fn(lengths, num_steps, tf.constant(temperature, tf.float32), seed), lengths
+        return self.generate_for_lengths(lengths, tf.constant(temperature, tf.float32), seed, compiled=True), lengths
 
     def generate_for_lengths(self, lengths, temperature=1.0, seed=None, compiled=False):
         """``generate`` for given lengths [N] as graph code, returning x only.
@@ -207,13 +203,13 @@ class LSTMBaseline(SequenceModel):
         num_steps = tf.reduce_max(lengths)
         if not compiled:
             return self._sample(lengths, num_steps, temperature, stateless_seed(seed))
-        if self._shaped_sample_fn is None:
+        if self._compiled_sample_fn is None:
             # XLA needs T static: it reads it from the shape of a [T] tensor, fixed per compilation.
-            self._shaped_sample_fn = tf.function(
+            self._compiled_sample_fn = tf.function(
                 lambda lengths, steps, temperature, seed: self._sample(lengths, tf.shape(steps)[0], temperature,
                                                                        seed), jit_compile=True)
-        return self._shaped_sample_fn(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature,
-                                      stateless_seed(seed))
+        return self._compiled_sample_fn(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature,
+                                        stateless_seed(seed))
 
     def _sample(self, lengths, num_steps, temperature, seed):
         batch = tf.shape(lengths)[0]
