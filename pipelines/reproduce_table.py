@@ -248,9 +248,9 @@ def run_row(row: Row, table: int, samples: Optional[int], missing: dict) -> None
             return
     else:
         print(f"{row.run_dir}: finished run, reused", flush=True)
-    row.train_seconds = summary.get("total_seconds")
     row.epochs = summary.get("epochs_completed")
     row.curve = curves.read_curve(row.run_dir)
+    row.train_seconds = training_seconds(summary, row.curve)
     k = samples or config.train.nll_samples
     record = evaluation_finished(row, k)
     if record is None:
@@ -270,6 +270,20 @@ def run_row(row: Row, table: int, samples: Optional[int], missing: dict) -> None
 # ---------------------------------------------------------------------------- writing the table
 def _number(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.2f}"
+
+
+def training_seconds(summary: dict, curve: list[dict]) -> Optional[float]:
+    """A run's training time over all its sessions: the larger of summary.json's ``total_seconds`` and
+    the learning curve's time at its last epoch.
+
+    ``total_seconds`` adds each session's whole duration (start-up included) to the previous summary's,
+    so it misses every session that was killed before writing one (a machine stopped midway). The curve
+    sums the epochs of every session from the TensorBoard logs, start-up excluded. Each undercounts what
+    the other counts; neither counts time twice.
+    """
+    known = [value for value in (summary.get("total_seconds"), (curve[-1]["seconds"] if curve else None))
+             if value is not None]
+    return max(known) if known else None
 
 
 def markdown(table: int, scale: str, rows: list[Row], seconds: float) -> str:

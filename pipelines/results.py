@@ -115,8 +115,9 @@ def markdown(record: dict, name: str) -> str:
     machines = sorted({(r["machine"] or {}).get("cpu", "?") for r in rows})
     versions = sorted({(r["machine"] or {}).get("code_version", "?") for r in rows})
     lines += ["", "Test NLL: importance-sampled with K samples (exact for the LSTM), normalised by Σ(T + 1) over "
-              f"the test split. Paper: Ziegler & Rush (2019), Table {table}. Train: wall-clock training time on "
-              f"{', '.join(machines)} (2 cores, shared with other work; code {', '.join(versions)}). The curves "
+              f"the test split. Paper: Ziegler & Rush (2019), Table {table}. Train: wall-clock training time, summed "
+              f"over the run's sessions unless its variant says otherwise, on {', '.join(machines)} (2 cores, "
+              f"shared with other work; code {', '.join(versions)}). The curves "
               f"(`{name}_<dataset>.png`) show the validation NLL against training time and epochs.", ""]
     return "\n".join(lines)
 

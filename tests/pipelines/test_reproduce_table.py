@@ -104,3 +104,10 @@ def test_table3_end_to_end_with_a_missing_data_set_and_reuse(tmp_path, data_dir,
     monkeypatch.setattr(rt, "run_command", no_more_commands)
     assert rt.main(argv) == 0
     assert json.loads((out / "table3.json").read_text())["rows"][0]["ours"] == jsb["ours"]
+
+
+def test_training_time_counts_sessions_that_were_killed_before_writing_a_summary():
+    curve = [{"epoch": 0, "seconds": 50.0}, {"epoch": 1, "seconds": 400.0}]  # two sessions' epochs
+    assert rt.training_seconds({"total_seconds": 120.0}, curve) == 400.0  # the last session only
+    assert rt.training_seconds({"total_seconds": 430.0}, curve) == 430.0  # every session, start-up included
+    assert rt.training_seconds({}, [{"epoch": 0, "seconds": None}]) is None
