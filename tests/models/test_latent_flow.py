@@ -71,6 +71,23 @@ def test_padding_with_extra_steps_changes_no_loss_or_metric(ptb_bundle, prior, n
         assert np.all(b.numpy()[..., x.shape[1]:] == 0)
 
 
+@pytest.mark.parametrize("prior,network", [("af_af", "lstm"), ("iaf_scf", "lstm"), ("iaf_scf", "transformer")])
+def test_training_compiled_with_xla_runs_on_batches_of_any_length(jsb_bundle, prior, network):
+    """``train.jit_compile``: fit traces the step once for the data set's element spec (time axis
+    unknown) and XLA compiles that trace per batch shape. The IAF density's step loop failed to compile
+    there: inside the loop, the gradients of a ``broadcast_to`` (the SCF conditioner) and of Keras's
+    ``tensordot`` (dense layers on [N, 1, d] in the attention step) read shapes computed in the forward
+    pass back from the loop's accumulators, which XLA refuses."""
+    model = tiny_model(jsb_bundle, prior, prior_network=network, inference_network=network, emission_network=network,
+                       **ATTENTION)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    batches = [first_batch(jsb_bundle, limit_steps=steps) for steps in (6, 9)]
+    spec = (tf.TensorSpec([None, None, 88], tf.float32), tf.TensorSpec([None], tf.int32))
+    data = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=spec)
+    losses = model.fit(data, epochs=2, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[1] < losses[0]
+
+
 def test_objective_is_the_reference_normalisation(jsb_bundle):
     model = tiny_model(jsb_bundle, elbo_samples=1)
     x, lengths = first_batch(jsb_bundle, limit_steps=10)

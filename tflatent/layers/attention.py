@@ -132,17 +132,20 @@ class TransformerBlock(keras.layers.Layer):
         """Row ``index`` of ``call`` under the causal mask, from that row and the cache of earlier rows.
 
         The same weights and operations as the ``MultiHeadAttention`` call, written as plain matrix
-        products with a head-major cache, so that a step does no transposes or mask broadcasts.
+        products with a head-major cache, so that a step does no transposes or mask broadcasts. Rows are
+        [N, d] throughout, so every dense layer is one matrix product (on [N, 1, d] Keras contracts with
+        ``tensordot``, whose permutations, computed from the shape, are not compile-time constants in the
+        gradient of a step loop under XLA).
 
         Args:
-          x: [N, 1, d], the block's input at row t = index.
+          x: [N, d], the block's input at row t = index.
           keys, values: [N, n, T_max, d_k], this block's keys and values of rows < t (zeros after).
           index: t, a scalar int32 tensor.
 
         Returns:
-          (output [N, 1, d], keys, values) with row t's key and value written in.
+          (output [N, d], keys, values) with row t's key and value written in.
         """
-        a = self.attention_norm(x)[:, 0]  # [N, d], in the compute dtype
+        a = self.attention_norm(x)  # [N, d], in the compute dtype
         attention = self.attention
 
         def weight(variable, shape):  # read as a layer call would (a method call has no autocast scope)
@@ -170,7 +173,7 @@ class TransformerBlock(keras.layers.Layer):
         attended = tf.reshape(attended, [-1, self.units])  # the heads side by side, as W_O reads them
         output = attention.output_dense
         out = tf.matmul(attended, weight(output.kernel, [self.units, self.units])) + weight(output.bias, [-1])
-        x = x + self.dropout(out[:, None], training=training)
+        x = x + self.dropout(out, training=training)
         return self._feed_forward(x, training), keys, values
 
     def _feed_forward(self, x, training):
@@ -360,13 +363,13 @@ class CausalAttentionContext(AttentionStack):
         dtype = self.compute_dtype
         projected = tf.matmul(tf.cast(inputs, dtype), tf.cast(self.input_kernel, dtype))
         x = tf.where(index > 0, projected, tf.cast(self.start, dtype)) + tf.cast(context_projection, dtype)
-        x = self.dropout(x, training=training)[:, None]  # [N, 1, d]
+        x = self.dropout(x, training=training)  # [N, d]
         keys, values = [], []
         for block, block_keys, block_values in zip(self.blocks, cache["keys"], cache["values"]):
             x, block_keys, block_values = block.step(x, block_keys, block_values, index, training=training)
             keys.append(block_keys)
             values.append(block_values)
-        return self.final_norm(x)[:, 0], {"index": index + 1, "keys": keys, "values": values}
+        return self.final_norm(x), {"index": index + 1, "keys": keys, "values": values}
 
 
 def _check_sizes(units, num_heads, feed_forward_units, dropout):

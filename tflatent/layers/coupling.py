@@ -43,15 +43,23 @@ class CouplingConditioner(keras.layers.Layer):
         self.built = True
 
     def call(self, kept, context, training=None):
-        batch_shape = tf.broadcast_dynamic_shape(tf.shape(kept)[:-1], tf.shape(context)[:-1])
-        inputs = tf.concat([tf.broadcast_to(kept, tf.concat([batch_shape, [self.num_kept]], 0)),
-                            tf.broadcast_to(context, tf.concat([batch_shape, [self.context_dim]], 0))],
-                           axis=-1)
+        inputs = tf.concat([_broadcast_leading(kept, context), _broadcast_leading(context, kept)], axis=-1)
         out = self.net(inputs, training=training)
-        return tf.reshape(out, tf.concat([batch_shape, [self.num_transformed, self.num_params]], 0))
+        return tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.num_transformed, self.num_params]], 0))
 
     def get_config(self):
         return {**super().get_config(), "num_kept": self.num_kept, "num_transformed": self.num_transformed,
                 "num_params": self.num_params, "context_dim": self.context_dim,
                 "hidden_layers": self.hidden_layers, "hidden_units": self.hidden_units,
                 "dropout": self.dropout_rate}
+
+
+def _broadcast_leading(x, other):
+    """x [..., F] with its leading dims broadcast against ``other``'s [..., ·].
+
+    By adding zeros rather than ``tf.broadcast_to`` with a computed shape: inside a ``tf.while_loop``
+    (the IAF density's steps) the gradient of ``broadcast_to`` reads that shape back from the loop's
+    accumulators, which XLA refuses (it needs shapes as compile-time constants), whereas the gradient
+    of an addition takes its operands' shapes, which XLA knows.
+    """
+    return x + tf.zeros(tf.concat([tf.shape(other)[:-1], [1]], 0), x.dtype)
