@@ -22,6 +22,7 @@ import csv
 import glob
 import math
 import os
+import textwrap
 from typing import Optional
 
 # Columns of history.csv copied into a curve point, besides the epoch.
@@ -85,24 +86,29 @@ def read_curve(run_dir: str) -> list[dict]:
 
 
 def plot_curves(curves: dict[str, list[dict]], path: str, title: str, unit: str, scale: float = 1.0,
-                paper: Optional[dict[str, float]] = None) -> None:
-    """Two panels, validation NLL (× ``scale``, in ``unit``) against training time and against epochs.
+                paper: Optional[dict[str, float]] = None):
+    """Two panels, validation NLL (× ``scale``, in ``unit``) against training time and against epochs;
+    writes them to ``path`` and returns the matplotlib ``Figure``.
 
     ``curves`` maps a line's label to its ``read_curve`` points; points without ``val_nll`` are skipped.
     ``paper`` maps labels to the paper's test figure, drawn as dotted horizontal lines of the same colour.
     """
     from matplotlib.figure import Figure  # the object API: no pyplot state, no backend switch
 
-    legend_rows = (len(curves) + 1) // 2
-    figure = Figure(figsize=(12, 4.8 + 0.22 * legend_rows), layout="constrained")
+    # One legend entry per line, each label wrapped to the figure's width (a row's variant can be long).
+    curves = {textwrap.fill(label, 130, subsequent_indent="  "): points for label, points in curves.items()}
+    paper = {textwrap.fill(label, 130, subsequent_indent="  "): value for label, value in (paper or {}).items()}
+    legend_lines = sum(label.count("\n") + 1 for label in curves)
+    figure = Figure(figsize=(12, 4.8 + 0.2 * legend_lines), layout="constrained")
     by_time, by_epoch = figure.subplots(1, 2, sharey=True)
-    colours, values = {}, []
+    colours, values, late = {}, [], []
     for label, points in curves.items():
         shown = [p for p in points if p.get("val_nll") is not None]
         if not shown:
             continue
         y = [p["val_nll"] * scale for p in shown]
         values += y
+        late += [v for p, v in zip(shown, y) if p["epoch"] >= 0.25 * shown[-1]["epoch"]]
         line, = by_epoch.plot([p["epoch"] + 1 for p in shown], y, marker=".", label=label)
         colours[label] = line.get_color()
         timed = [(p["seconds"] / 60.0, v) for p, v in zip(shown, y) if p.get("seconds") is not None]
@@ -112,16 +118,22 @@ def plot_curves(curves: dict[str, list[dict]], path: str, title: str, unit: str,
         if label in colours and value is not None:
             for axis in (by_time, by_epoch):
                 axis.axhline(value, linestyle=":", color=colours[label])
-    if values:  # the first epochs' figures would flatten the part where the models differ
-        low = min(values + [v for v in (paper or {}).values() if v is not None])
-        by_time.set_ylim(low - 0.02 * abs(low), min(max(values), low + 0.35 * abs(low)))
+    if values:
+        # From the lowest figure (a curve's or the paper's) to the highest after the first quarter of each
+        # curve's epochs: the first epochs' figures (the KL annealing's) would flatten the part where the
+        # models differ.
+        papers = [v for label, v in (paper or {}).items() if label in colours and v is not None]
+        low, high = min(values + papers), max(late + papers)
+        margin = 0.03 * (high - low) or 0.02 * abs(low) or 1.0
+        by_time.set_ylim(low - margin, high + margin)
     by_time.set_xlabel("training time (minutes, this machine)")
     by_epoch.set_xlabel("epoch")
     by_time.set_ylabel(f"validation NLL ({unit})")
     for axis in (by_time, by_epoch):
         axis.grid(True, alpha=0.3)
     # below the panels, never over a curve
-    figure.legend(*by_epoch.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
+    figure.legend(*by_epoch.get_legend_handles_labels(), loc="outside lower center", ncols=1, fontsize="small")
     figure.suptitle(title + (" (dotted: the paper's test figure)" if paper else ""))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=110)
+    return figure

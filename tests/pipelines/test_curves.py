@@ -46,3 +46,15 @@ def test_a_run_without_logs_has_an_empty_curve_and_plots_write_a_png(tmp_path):
     path = tmp_path / "out" / "curves.png"
     curves.plot_curves({"AF / AF": points, "empty": []}, str(path), "JSB", "nats per frame", paper={"AF / AF": 6.53})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_value_axis_shows_every_curve_after_its_first_quarter_and_the_papers_figures(tmp_path):
+    """Nottingham's flows: the paper's 2.39 lies far below our curves; the window must still reach up
+    to the LSTM's and the flow's later figures, leaving out only the first epochs' (the KL annealing's)."""
+    flow = [{"epoch": e, "seconds": 60.0 * e, "val_nll": v} for e, v in [(4, 63.9), (9, 3.98), (19, 3.46), (29, 3.21)]]
+    lstm = [{"epoch": e, "seconds": 30.0 * e, "val_nll": 6.0 - 0.03 * e} for e in range(100)]  # 6.0 → 3.03
+    figure = curves.plot_curves({"AF / AF": flow, "LSTM": lstm}, str(tmp_path / "c.png"), "Nottingham",
+                                "nats per frame", paper={"AF / AF": 2.39, "LSTM": 3.43})
+    low, high = figure.axes[0].get_ylim()
+    assert low < 2.39 and 3.98 < high < 63.9
+    assert high >= 6.0 - 0.03 * 25  # the LSTM from its epoch 25 (a quarter of 99) on
