@@ -9,6 +9,7 @@ import tensorflow as tf
 from graph_helpers import loops, traced_op_types
 
 from tflatent.layers.lstm import LSTM, LSTMStack, keras_rnn, resolve_impl
+from tflatent.layers.position import PositionFeatures
 
 B, T, F, H = 3, 6, 4, 5
 LENGTHS = [6, 3, 1]
@@ -110,6 +111,27 @@ def test_step_with_the_context_projected_once_equals_the_concatenated_step():
         np.testing.assert_allclose(projected, output, atol=1e-6)
 
 
+def test_a_step_with_weights_read_before_a_loop_reads_no_variable():
+    # A loop reads the weights once (step_weights); a step that read or sliced the kernel itself would,
+    # in a differentiated loop, take a full-kernel gradient at every step.
+    layer = stack(bidirectional=False, features=F - 2, context=2)
+    x, context = inputs(B, F - 2), inputs(B, 2, seed=1)
+    state = [(inputs(B, H, seed=2 + i), inputs(B, H, seed=4 + i)) for i in range(2)]
+    weights = layer.step_weights(F - 2)
+    assert [w.shape for w in weights[0]] == [(F - 2, 4 * H), (H, 4 * H), (4 * H,)]
+    assert [w.shape for w in weights[1]] == [(H, 4 * H), (H, 4 * H), (4 * H,)]
+    output, _ = layer.step(x, state, context=context)
+    prepared, _ = layer.step(x, state, context_gates=layer.project_context(context), weights=weights)
+    np.testing.assert_allclose(prepared, output, atol=1e-6)
+
+    def step(x, gates, weights):
+        return layer.step(x, state, context_gates=gates, weights=weights)[0]
+
+    ops = traced_op_types(step, x, layer.project_context(context), weights)
+    assert ops["ReadVariableOp"] == 0 and ops["StridedSlice"] == 0
+    assert ops["Split"] == 2  # each layer's gates, nothing of the kernel
+
+
 def test_pytorch_initialisation():
     units = 256
     cell = LSTM(units)
@@ -156,18 +178,35 @@ def test_hand_written_gradient_equals_autodiff_of_the_steps():
         np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["one-hot", "dense"])
+@pytest.mark.parametrize("kind", ["one-hot pair", "dense"])
 def test_context_projection_is_the_dense_product(kind):
     cell = LSTM(H)
     cell.build((None, F + 8))
-    context = tf.one_hot([[0, 5, 7], [2, 3, 1]], 8) if kind == "one-hot" else inputs(2, 3, 8)  # sparse / dense path
+    pair = PositionFeatures(4).compact(tf.constant([3, 2]), num_steps=3)  # index form (gathers) / dense
+    context = pair if kind == "one-hot pair" else inputs(2, 3, 8)
+    dense_context = pair.to_dense() if kind == "one-hot pair" else context
     weights = inputs(2, 3, 4 * H, seed=4)
     with tf.GradientTape(persistent=True) as tape:
         ours = cell.project_context(context)
-        dense = tf.tensordot(context, cell.kernel[F:], axes=1) + cell.bias
+        dense = tf.tensordot(dense_context, cell.kernel[F:], axes=1) + cell.bias
         losses = [tf.reduce_sum(ours * weights), tf.reduce_sum(dense * weights)]
     np.testing.assert_allclose(ours, dense, atol=1e-6)
     np.testing.assert_allclose(*(tape.gradient(loss, cell.kernel) for loss in losses), atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_one_hot_pair_context_gives_what_its_dense_features_give(impl):
+    position = PositionFeatures(T)
+    layer = stack(context=position.feature_size, impl=impl)
+    x, mask = inputs(2, B, T, F), tf.sequence_mask(LENGTHS, T)
+    pair = position.compact(tf.constant(LENGTHS), num_steps=T, shift=1)
+    with tf.GradientTape(persistent=True) as tape:
+        ours = layer(x, mask=mask, context=pair)
+        dense = layer(x, mask=mask, context=pair.to_dense())
+    for a, b in zip(ours, dense):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(tape.gradient(ours, layer.trainable_variables), tape.gradient(dense, layer.trainable_variables)):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol=1e-4)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -309,11 +348,3 @@ def test_auto_is_the_loop_without_a_gpu_and_bad_settings_name_the_config_field()
         LSTMStack(H, impl="cuda")
 
 
-def test_the_sparse_context_product_is_taken_on_a_cpu_only():
-    cell = LSTM(H)
-    cell.build((None, F + 8))
-    context = tf.TensorSpec([None, None, 8])
-    assert traced_op_types(cell.project_context, context)["SparseMatMul"] == 1
-    for device in ("/GPU:0", "/TPU:0"):
-        assert "SparseMatMul" not in traced_op_types(cell.project_context, context, device=device)
-    assert "SparseMatMul" not in traced_op_types(cell.project_context, context, jit_compile=True)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from graph_helpers import traced_op_types
 
-from tflatent.layers.position import PositionFeatures
+from tflatent.layers.position import OneHotPair, PositionFeatures, project
 
 
 def reference_pos_cond(num_steps, lengths, max_time):
@@ -97,3 +98,42 @@ def test_config_round_trip():
     layer = PositionFeatures(12, kind="sinusoidal", size=8)
     copy = PositionFeatures.from_config(layer.get_config())
     np.testing.assert_array_equal(copy(tf.constant([3, 2])).numpy(), layer(tf.constant([3, 2])).numpy())
+
+
+@pytest.mark.parametrize("kind", ["onehot", "sinusoidal"])
+@pytest.mark.parametrize("shift", [0, 1])
+def test_the_compact_features_product_is_the_dense_product_and_so_is_its_gradient(kind, shift):
+    # num_steps = max_time: with shift 1 the last step's position index is max_time, past the one-hot.
+    layer = PositionFeatures(7, kind=kind, size=4)
+    lengths = tf.constant([7, 3, 1])
+    compact = layer.compact(lengths, num_steps=7, shift=shift)
+    assert isinstance(compact, OneHotPair) == (kind == "onehot")
+    assert tuple(compact.shape) == (3, 7, layer.feature_size)
+    kernel = tf.random.stateless_normal([layer.feature_size, 5], seed=[1, 2])
+    weights = tf.random.stateless_normal([3, 7, 5], seed=[3, 4])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(kernel)
+        ours = project(compact, kernel)
+        dense = tf.tensordot(layer(lengths, num_steps=7, shift=shift), kernel, axes=1)
+        losses = [tf.reduce_sum(ours * weights), tf.reduce_sum(dense * weights)]
+    np.testing.assert_allclose(ours, dense, atol=1e-6)
+    gradients = [tf.convert_to_tensor(tape.gradient(loss, kernel)) for loss in losses]
+    np.testing.assert_allclose(*gradients, atol=1e-5)
+    if kind == "onehot":  # time-major, as the LSTMs read it
+        np.testing.assert_allclose(project(compact.transpose([1, 0]), kernel), tf.transpose(dense, [1, 0, 2]),
+                                   atol=1e-6)
+
+
+def test_a_one_hot_pair_is_multiplied_by_gathering_rows_never_as_a_matrix():
+    # The [B, T, 2·max_T] matrix is neither built nor multiplied: for music max_T is in the thousands.
+    layer = PositionFeatures(3000)
+    kernel = tf.Variable(tf.zeros([6000, 8]))
+
+    def product(lengths):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(project(layer.compact(lengths, shift=1), kernel))
+        return tape.gradient(loss, kernel)
+
+    for jit_compile in (False, True):
+        ops = traced_op_types(product, tf.TensorSpec([None], tf.int32), jit_compile=jit_compile)
+        assert ops["ResourceGather"] == 2 and not {"MatMul", "BatchMatMulV2", "SparseMatMul", "OneHot"} & set(ops)

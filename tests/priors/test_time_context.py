@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from flow_helpers import randomize_weights
+from graph_helpers import traced_op_types
 
 from tflatent.layers.position import PositionFeatures
 from tflatent.priors.time_context import AttentionTimeContext, LSTMTimeContext, make_time_context
@@ -23,27 +24,52 @@ def make_context(network):
     return context
 
 
-def stepped(context, y, lengths):
-    """h̃ by ``step`` over t, eagerly: y [S, N, T, H] → [S, N, T, U]."""
+def stepped(context, y, lengths, prepared=False):
+    """h̃ by ``step`` over t, eagerly: y [S, N, T, H] → [S, N, T, U]; ``prepared``: with ``step_weights``."""
     num_samples, batch = y.shape[:2]
     rows = tf.reshape(y, [-1, T, H])
     inputs = tf.tile(context.step_inputs(lengths, T), [num_samples, 1, 1])  # [S·N, T, K]
     state, previous, outputs = context.initial_state(lengths, num_samples, T), tf.zeros([rows.shape[0], H]), []
     for t in range(T):
-        h, state = context.step(tf.constant(t), previous, inputs[:, t], state)
+        h, state = context.step(tf.constant(t), previous, inputs[:, t], state,
+                                weights=context.step_weights() if prepared else None)
         outputs.append(h)
         previous = rows[:, t]
     return tf.reshape(tf.stack(outputs, axis=1), [num_samples, batch, T, -1])
 
 
+@pytest.mark.parametrize("prepared", [False, True])
 @pytest.mark.parametrize("network", ["lstm", "transformer"])
-def test_steps_equal_the_parallel_pass_on_every_valid_step(network):
+def test_steps_equal_the_parallel_pass_on_every_valid_step(network, prepared):
     context = make_context(network)
     y = tf.random.stateless_normal([2, 3, T, H], seed=[1, 2])  # 2 samples of each of 3 sequences
-    parallel, steps = context.parallel(y, LENGTHS).numpy(), stepped(context, y, LENGTHS).numpy()
+    parallel, steps = context.parallel(y, LENGTHS).numpy(), stepped(context, y, LENGTHS, prepared).numpy()
     assert parallel.shape == (2, 3, T, context.units)
     for b, length in enumerate(LENGTHS.numpy()):
         np.testing.assert_allclose(steps[:, b, :length], parallel[:, b, :length], atol=1e-5)
+
+
+@pytest.mark.parametrize("network", ["lstm", "transformer"])
+def test_a_step_given_its_weights_prepares_none_of_them(network):
+    # What a loop prepares once (step_weights) a step must not prepare again: in the IAF density's
+    # differentiated loop, a slice of the LSTM's kernel (its one-hot rows included) or the attention's
+    # W_QKV concatenation would take a full-size gradient at every step.
+    context = make_context(network)
+    rows = 6
+    inputs = tf.tile(context.step_inputs(LENGTHS, T), [2, 1, 1])[:, 2]
+    state = context.initial_state(LENGTHS, 2, T)
+
+    def step(y_prev, step_input, weights):
+        return context.step(tf.constant(2), y_prev, step_input, state, weights=weights)[0]
+
+    ops = traced_op_types(step, tf.zeros([rows, H]), inputs, context.step_weights())
+    unprepared = traced_op_types(lambda y_prev, step_input: step(y_prev, step_input, None), tf.zeros([rows, H]),
+                                 inputs)
+    if network == "lstm":  # every weight the step reads is prepared
+        assert ops["ReadVariableOp"] == ops["StridedSlice"] == ops["SplitV"] == 0 < unprepared["SplitV"]
+    else:  # W_x, s, and each block's W_QKV (a concatenation), b_QKV, W_O, b_O; LN and FF are layer calls
+        assert ops["ConcatV2"] == 0 < unprepared["ConcatV2"]
+        assert ops["ReadVariableOp"] == unprepared["ReadVariableOp"] - 2 - 2 * 8
 
 
 @pytest.mark.parametrize("network", ["lstm", "transformer"])

@@ -76,6 +76,8 @@ import math
 import keras
 import tensorflow as tf
 
+from tflatent.layers.position import project
+
 LAYER_NORM_EPSILON = 1e-5  # PyTorch's (and the original Transformer code's order of magnitude)
 _LARGE_NEGATIVE = -0.7 * 3.38953e38  # log 0 for a masked score, as Keras's dot_product_attention uses
 
@@ -128,7 +130,26 @@ class TransformerBlock(keras.layers.Layer):
                              training=training)
         return self._feed_forward(x, training)
 
-    def step(self, x, keys, values, index, training=False):
+    def step_weights(self, dtype):
+        """(W_QKV [d, 3d], b_QKV [3d], W_O [d, d], b_O [d]) in ``dtype``, as ``step`` reads them.
+
+        W_Q, W_K and W_V side by side make one matrix-vector product per step instead of three; each
+        EinsumDense's [d, n, d_k] kernel is read as [d, d]. A loop over steps computes them once before
+        the loop (in a differentiated loop the concatenation's gradient would otherwise be taken at every
+        step).
+        """
+        attention = self.attention
+
+        def weight(variable, shape):  # read as a layer call would (a method call has no autocast scope)
+            return tf.reshape(tf.cast(variable, dtype), shape)
+
+        dense = (attention.query_dense, attention.key_dense, attention.value_dense)
+        kernel = tf.concat([weight(layer.kernel, [self.units, self.units]) for layer in dense], axis=1)
+        bias = tf.concat([weight(layer.bias, [-1]) for layer in dense], axis=0)
+        output = attention.output_dense
+        return kernel, bias, weight(output.kernel, [self.units, self.units]), weight(output.bias, [-1])
+
+    def step(self, x, keys, values, index, training=False, weights=None):
         """Row ``index`` of ``call`` under the causal mask, from that row and the cache of earlier rows.
 
         The same weights and operations as the ``MultiHeadAttention`` call, written as plain matrix
@@ -141,22 +162,15 @@ class TransformerBlock(keras.layers.Layer):
           x: [N, d], the block's input at row t = index.
           keys, values: [N, n, T_max, d_k], this block's keys and values of rows < t (zeros after).
           index: t, a scalar int32 tensor.
+          weights: ``step_weights`` in the compute dtype, or None to compute them here.
 
         Returns:
           (output [N, d], keys, values) with row t's key and value written in.
         """
         a = self.attention_norm(x)  # [N, d], in the compute dtype
-        attention = self.attention
-
-        def weight(variable, shape):  # read as a layer call would (a method call has no autocast scope)
-            return tf.reshape(tf.cast(variable, a.dtype), shape)
-
-        # W_Q, W_K, W_V as one [d, 3d] product (one matrix-vector call per step instead of three; XLA hoists
-        # the concatenation out of a step loop), each EinsumDense's [d, n, d_k] kernel read as [d, d].
-        dense = (attention.query_dense, attention.key_dense, attention.value_dense)
-        kernel = tf.concat([weight(layer.kernel, [self.units, self.units]) for layer in dense], axis=1)
-        bias = tf.concat([weight(layer.bias, [-1]) for layer in dense], axis=0)
-        qkv = tf.reshape(tf.matmul(a, kernel) + bias, [-1, 3, self.num_heads, self.key_dim])
+        qkv_kernel, qkv_bias, output_kernel, output_bias = (
+            self.step_weights(a.dtype) if weights is None else weights)
+        qkv = tf.reshape(tf.matmul(a, qkv_kernel) + qkv_bias, [-1, 3, self.num_heads, self.key_dim])
         query, key, value = qkv[:, 0, :, None], qkv[:, 1], qkv[:, 2]  # [N, n, 1, d_k], [N, n, d_k] ×2
         batch = tf.shape(a)[0]
         slots = tf.stack(tf.meshgrid(tf.range(batch), tf.range(self.num_heads), indexing="ij")
@@ -171,8 +185,7 @@ class TransformerBlock(keras.layers.Layer):
         scores = tf.where(visible, scores, _LARGE_NEGATIVE)
         attended = tf.reduce_sum(tf.nn.softmax(scores)[..., None] * values, axis=2)  # [N, n, d_k]
         attended = tf.reshape(attended, [-1, self.units])  # the heads side by side, as W_O reads them
-        output = attention.output_dense
-        out = tf.matmul(attended, weight(output.kernel, [self.units, self.units])) + weight(output.bias, [-1])
+        out = tf.matmul(attended, output_kernel) + output_bias
         x = x + self.dropout(out, training=training)
         return self._feed_forward(x, training), keys, values
 
@@ -229,10 +242,11 @@ class AttentionStack(keras.layers.Layer):
         self.built = True
 
     def project_context(self, context):
-        """c W_c + b: context [..., C] → [..., d], the per-sequence share of E (for ``step``'s loops)."""
+        """c W_c + b: context [..., C] (dense or a ``OneHotPair``) → [..., d], the per-sequence share of E
+        (for ``step``'s loops)."""
         if self.context_kernel is None:
             raise ValueError(f"{self.name} was built without a context; build it with context_shape")
-        return tf.tensordot(context, self.context_kernel, axes=1) + self.bias
+        return project(context, self.context_kernel) + self.bias
 
     def call(self, inputs, mask=None, context=None, training=False):
         """Runs the stack over a right-padded batch.
@@ -341,7 +355,14 @@ class CausalAttentionContext(AttentionStack):
         empty = [tf.zeros(shape, self.compute_dtype) for _ in self.blocks]
         return {"index": tf.constant(0, tf.int32), "keys": empty, "values": list(empty)}
 
-    def step(self, inputs, cache, context=None, context_projection=None, training=False):
+    def step_weights(self):
+        """The weights ``step`` reads, in the compute dtype, for a loop to prepare once before it:
+        {"input_kernel": W_x, "start": s, "blocks": each block's ``TransformerBlock.step_weights``}."""
+        dtype = self.compute_dtype
+        return {"input_kernel": tf.cast(self.input_kernel, dtype), "start": tf.cast(self.start, dtype),
+                "blocks": [block.step_weights(dtype) for block in self.blocks]}
+
+    def step(self, inputs, cache, context=None, context_projection=None, training=False, weights=None):
         """h_t from x_{t−1} and c_t, t = cache["index"]: equal to ``call``'s output at t.
 
         Args:
@@ -351,6 +372,7 @@ class CausalAttentionContext(AttentionStack):
           context: c_t [N, C] (pos[t]); or instead ``context_projection``: its ``project_context``
             [N, d], which a loop over steps computes for all steps at once. None of both: no context.
           training: enables dropout.
+          weights: ``step_weights()``, which a loop over steps prepares once; None: prepared here.
 
         Returns:
           (h_t [N, d], the cache with step t's keys and values and index t + 1).
@@ -358,15 +380,19 @@ class CausalAttentionContext(AttentionStack):
         index = cache["index"]
         if context_projection is None:
             context_projection = self.bias if context is None else self.project_context(context)
+        if weights is None:
+            weights = self.step_weights()
         # In the compute dtype, as a layer call would run (a method call has no autocast scope): under
         # mixed precision the inputs, the context's projection and the raw weights are cast.
         dtype = self.compute_dtype
-        projected = tf.matmul(tf.cast(inputs, dtype), tf.cast(self.input_kernel, dtype))
-        x = tf.where(index > 0, projected, tf.cast(self.start, dtype)) + tf.cast(context_projection, dtype)
+        projected = tf.matmul(tf.cast(inputs, dtype), weights["input_kernel"])
+        x = tf.where(index > 0, projected, weights["start"]) + tf.cast(context_projection, dtype)
         x = self.dropout(x, training=training)  # [N, d]
         keys, values = [], []
-        for block, block_keys, block_values in zip(self.blocks, cache["keys"], cache["values"]):
-            x, block_keys, block_values = block.step(x, block_keys, block_values, index, training=training)
+        for block, block_keys, block_values, block_weights in zip(self.blocks, cache["keys"], cache["values"],
+                                                                  weights["blocks"]):
+            x, block_keys, block_values = block.step(x, block_keys, block_values, index, training=training,
+                                                     weights=block_weights)
             keys.append(block_keys)
             values.append(block_values)
         return self.final_norm(x), {"index": index + 1, "keys": keys, "values": values}

@@ -8,7 +8,8 @@ One direction (``LSTM``) computes, with the gates in PyTorch's and Keras's order
 with weights laid out as in ``keras.layers.LSTM`` (kernel [F, 4H], recurrent_kernel [H, 4H], bias [4H]).
 ``LSTMStack`` stacks layers (and directions), as ``torch.nn.LSTM(num_layers, bidirectional)`` does, over
 right-padded batches. It runs every whole-sequence pass with one of two implementations over the same
-variables (``impl``, config ``model.lstm_impl``); the step-by-step path (``step``) is the same for both.
+variables (``impl``, config ``model.lstm_impl``); the step-by-step path (``step``) is the same for both,
+and a loop over it reads the weights once, before the loop (``step_weights``).
 A checkpoint written under one implementation loads into the other (the variables and their paths are
 the same) and gives the same outputs up to float rounding.
 
@@ -62,6 +63,7 @@ import tensorflow as tf
 
 from tflatent.config import LSTM_IMPLS
 from tflatent.layers.placement import kernel_target
+from tflatent.layers.position import OneHotPair, project
 
 # Keras's LSTM kernels for its TensorFlow backend, cuDNN and the generic loop (the package re-exports a
 # function under the module's name, so the module is looked up by its full name).
@@ -95,38 +97,6 @@ def _cell(gates, c):
     i, f, g, o = RECURRENT_ACTIVATION(i), RECURRENT_ACTIVATION(f), ACTIVATION(g), RECURRENT_ACTIVATION(o)
     c = f * c + i * g
     return o * ACTIVATION(c), c, (i, f, g, o)
-
-
-def _context_matmul(context, kernel):
-    """context [..., C] · kernel [C, K] → [..., K]; on a CPU sparse when the context is mostly zeros.
-
-    The reference's position features are a one-hot pair, 2 non-zeros among 2·max_T: for max_T = 288
-    that product (and its kernel gradient) is about 4× faster on a CPU as SparseMatMul, which a dense
-    context (sinusoidal features) makes about 2× slower, so the density decides at run time.
-    SparseMatMul has only a CPU kernel: on other devices, and under XLA, the product is dense
-    (``tflatent.layers.placement``).
-    """
-    flat = tf.reshape(context, tf.stack([-1, tf.shape(context)[-1]]))
-    if kernel_target(flat) == "cpu":
-        sparse = tf.math.count_nonzero(flat) * 10 <= tf.size(flat, out_type=tf.int64)  # ≤ 10 % non-zero
-        product = tf.cond(sparse, lambda: _sparse_matmul(flat, kernel), lambda: tf.matmul(flat, kernel))
-    else:
-        product = tf.matmul(flat, kernel)
-    return tf.reshape(product, tf.concat([tf.shape(context)[:-1], tf.shape(kernel)[-1:]], axis=0))
-
-
-@tf.custom_gradient
-def _sparse_matmul(a, b):
-    """a [N, C] (mostly zeros) · b [C, K] by the raw SparseMatMul op, and b's gradient aᵀ ∂ by it too.
-
-    ``tf.matmul(a_is_sparse=True)``, and TensorFlow's registered gradient of SparseMatMul, go through a
-    deprecated wrapper that logs a deprecation warning; the raw op does not.
-    """
-    def grad(d_product):
-        d_b = tf.raw_ops.SparseMatMul(a=a, b=d_product, transpose_a=True, a_is_sparse=True)
-        return tf.matmul(d_product, b, transpose_b=True), tf.cast(d_b, b.dtype)
-
-    return tf.cast(tf.raw_ops.SparseMatMul(a=a, b=b, a_is_sparse=True), b.dtype), grad
 
 
 def _forward(gates, recurrent_kernel, h0, c0, keep=False):
@@ -259,7 +229,8 @@ class LSTM(keras.layers.Layer):
 
         Args:
           inputs: [T, S, B, F] time-major (S = 1 when there is no sample axis).
-          context: None or [T, B, C], shared by the S samples; the kernel's last C rows act on it.
+          context: None or [T, B, C] (dense, or a ``tflatent.layers.position.OneHotPair``), shared by the S
+            samples; the kernel's last C rows act on it.
 
         Returns:
           [T, S·B, 4H].
@@ -269,13 +240,14 @@ class LSTM(keras.layers.Layer):
         else:
             input_kernel, context_kernel = self._split_kernel(context.shape[-1])
             gates = tf.tensordot(inputs, input_kernel, axes=1)  # [T, S, B, 4H]
-            gates += (_context_matmul(context, context_kernel) + self.bias)[:, None]  # [T, 1, B, 4H]
+            gates += (project(context, context_kernel) + self.bias)[:, None]  # [T, 1, B, 4H]
         shape = tf.shape(gates)
         return tf.reshape(gates, tf.stack([shape[0], shape[1] * shape[2], 4 * self.units]))
 
     def project_context(self, context):
-        """The context's share of the gates plus the bias: context [..., C] (the kernel's last C rows) → [..., 4H]."""
-        return _context_matmul(context, self._split_kernel(context.shape[-1])[1]) + self.bias
+        """The context's share of the gates plus the bias: context [..., C] (the kernel's last C rows; dense or
+        a ``OneHotPair``) → [..., 4H]."""
+        return project(context, self._split_kernel(context.shape[-1])[1]) + self.bias
 
     def _split_kernel(self, context_size):
         """(the inputs' rows [F, 4H], the context's last C rows [C, 4H]) of the kernel, by one Split.
@@ -305,17 +277,34 @@ class LSTM(keras.layers.Layer):
         recurrence = _compiled_recurrence if compiled else _recurrence
         return recurrence(gates, tf.convert_to_tensor(self.recurrent_kernel), *initial_state)
 
-    def step(self, inputs, state, context_gates=None):
+    def step_weights(self, input_size=None):
+        """(W, U, b) as ``step`` reads them: W the kernel's first ``input_size`` rows (all when None).
+
+        A loop over steps reads them once, before the loop, and passes them to every ``step``: a
+        slice taken inside a loop that is differentiated has a gradient the size of the whole kernel
+        at every step (a zero-filled [F + C, 4H] buffer, summed over the steps), which for the
+        one-hot context's 2·max_T rows was most of an IAF density's backward pass. The rows are
+        taken by one Split, whose gradient is one Concat (``_split_kernel``).
+        """
+        if input_size is None:
+            kernel = tf.convert_to_tensor(self.kernel)
+        else:
+            kernel = self._split_kernel(self.kernel.shape[0] - input_size)[0]
+        return kernel, tf.convert_to_tensor(self.recurrent_kernel), tf.convert_to_tensor(self.bias)
+
+    def step(self, inputs, state, context_gates=None, weights=None):
         """One step: state (h, c) → (h, (h, c)).
 
         Either inputs [N, F + C] (the context concatenated) or inputs [N, F] with the context's
-        ``project_context`` [N, 4H], which a loop over steps computes once for all of them.
+        ``project_context`` [N, 4H] (the bias included), which a loop over steps computes once for all
+        of them. ``weights``: ``step_weights(F)`` (with context gates) or ``step_weights()``, read once
+        before the loop; None reads them here.
         """
-        if context_gates is None:
-            gates = tf.matmul(inputs, self.kernel) + self.bias
-        else:
-            gates = tf.matmul(inputs, self.kernel[:inputs.shape[-1]]) + context_gates
-        h, c, _ = _cell(gates + tf.matmul(state[0], self.recurrent_kernel), state[1])
+        if weights is None:
+            weights = self.step_weights(None if context_gates is None else inputs.shape[-1])
+        kernel, recurrent_kernel, bias = weights
+        gates = tf.matmul(inputs, kernel) + (bias if context_gates is None else context_gates)
+        h, c, _ = _cell(gates + tf.matmul(state[0], recurrent_kernel), state[1])
         return h, (h, c)
 
     def get_config(self):
@@ -370,7 +359,8 @@ class LSTMStack(keras.layers.Layer):
         Args:
           inputs: [B, T, F], or [S, B, T, F] for S samples of each sequence.
           mask: None (every step valid) or [B, T] bool, True on each sequence's first L_b steps.
-          context: None or [B, T, C], concatenated to the inputs of every sample (first layer only).
+          context: None or [B, T, C], concatenated to the inputs of every sample (first layer only): dense,
+            or the position features' ``OneHotPair``, whose share of the gates is two gathered rows.
           initial_state: None (zeros) or, for a unidirectional stack, a list of (h, c) per layer,
             each [S·B, H] (sample-major: row s·B + b).
           training: enables the dropout between layers.
@@ -404,7 +394,7 @@ class LSTMStack(keras.layers.Layer):
         shape = tf.shape(inputs)
         num_samples, batch, num_steps = shape[0], shape[1], shape[2]
         x = tf.transpose(inputs, [2, 0, 1, 3])  # [T, S, B, F]
-        context_tm = None if context is None else tf.transpose(context, [1, 0, 2])  # [T, B, C]
+        context_tm = None if context is None else _time_major(context)  # [T, B, C]
         valid = None
         if lengths is not None:
             lengths = tf.tile(lengths, [num_samples])  # [S·B]
@@ -441,6 +431,8 @@ class LSTMStack(keras.layers.Layer):
         shape = tf.shape(inputs)
         num_samples, batch, num_steps = shape[0], shape[1], shape[2]
         if context is not None:  # [S, B, T, F + C]: every sample reads its sequence's context
+            if isinstance(context, OneHotPair):
+                context = context.to_dense()
             context = tf.broadcast_to(context[None], tf.concat([shape[:3], tf.shape(context)[-1:]], axis=0))
             inputs = tf.concat([inputs, tf.cast(context, inputs.dtype)], axis=-1)
         x = tf.reshape(inputs, tf.concat([[num_samples * batch], shape[2:3], [inputs.shape[-1]]], axis=0))
@@ -474,26 +466,39 @@ class LSTMStack(keras.layers.Layer):
         """The first layer's gates from the context, for ``step``'s ``context_gates``: [..., C] → [..., 4H]."""
         return self.cells[0][0].project_context(context)
 
-    def step(self, inputs, states, context=None, training=False, context_gates=None):
-        """One time step of a unidirectional stack (for sequential sampling).
+    def step_weights(self, input_size=None):
+        """Every layer's ``LSTM.step_weights``, for a loop over ``step`` to read once before it.
+
+        ``input_size``: F, the first layer's input width when its context comes as ``context_gates``
+        (None: the first layer multiplies [inputs, context], its whole kernel).
+        """
+        if self.bidirectional:
+            raise ValueError("LSTMStack.step runs a unidirectional stack; this one is bidirectional")
+        return [self.cells[0][0].step_weights(input_size)] + [layer[0].step_weights() for layer in self.cells[1:]]
+
+    def step(self, inputs, states, context=None, training=False, context_gates=None, weights=None):
+        """One time step of a unidirectional stack (for sequential sampling, and the IAF density).
 
         Args:
           inputs: [N, F]; context: None or [N, C] (concatenated after the inputs).
           states: [(h, c)] per layer, each [N, H].
           context_gates: instead of context, its ``project_context`` [N, 4H]: a loop over time computes
             them for every step at once, so that each step multiplies only the inputs.
+          weights: ``step_weights(F)`` (with context gates) or ``step_weights()``, read once before a
+            loop over steps; None reads them in this step.
 
         Returns:
           (top-layer output [N, H], new states).
         """
-        if self.bidirectional:
-            raise ValueError("LSTMStack.step runs a unidirectional stack; this one is bidirectional")
+        if weights is None:
+            weights = self.step_weights(None if context_gates is None else inputs.shape[-1])
         x = inputs if context is None else tf.concat([inputs, context], axis=-1)
         new_states = []
-        for i, (layer, state) in enumerate(zip(self.cells, states)):
+        for i, (layer, state, layer_weights) in enumerate(zip(self.cells, states, weights)):
             if i > 0:
                 x = self.dropout(x, training=training)
-            x, state = layer[0].step(x, state, context_gates=context_gates if i == 0 else None)
+            x, state = layer[0].step(x, state, context_gates=context_gates if i == 0 else None,
+                                     weights=layer_weights)
             new_states.append(state)
         return x, new_states
 
@@ -535,6 +540,11 @@ def _keras_lstm(cell, inputs, mask, state, target, go_backwards):
         _, outputs, _ = keras_rnn.rnn(step, inputs, list(state), go_backwards=go_backwards, mask=mask,
                                       zero_output_for_mask=True, return_all_outputs=True)
     return tf.reverse(outputs, axis=[1]) if go_backwards else outputs
+
+
+def _time_major(context):
+    """[B, T, C] → [T, B, C], dense or a ``OneHotPair``."""
+    return context.transpose([1, 0]) if isinstance(context, OneHotPair) else tf.transpose(context, [1, 0, 2])
 
 
 def _reverse(x, lengths):

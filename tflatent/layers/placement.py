@@ -1,8 +1,8 @@
 """Which device's kernels the ops being traced will run: for ops that exist on only some devices.
 
-SparseMatMul has only a CPU kernel and CudnnRNNV3 only a GPU one, and XLA compiles neither. A layer
-that has such an op and an equivalent portable one asks ``kernel_target`` while it builds its ops and
-takes the device-specific op only where it runs:
+CudnnRNNV3 has only a GPU kernel, and XLA does not compile it. A layer that has such an op and an
+equivalent portable one asks ``kernel_target`` while it builds its ops and takes the device-specific op
+only where it runs:
 
     "xla"   the trace is XLA-compiled (``jit_compile=True``, or a TPU replica): only XLA-compilable ops
     "gpu" / "cpu" / "tpu" / ...   the device type the trace is placed on

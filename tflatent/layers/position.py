@@ -19,6 +19,16 @@ zero wherever t + 1 ≥ L. The reference shifts the batch tensor instead, which 
 at t = L − 1 for all but the longest sequence; the value at t = L − 1 only ever feeds the (unused)
 prediction for step L, so the two agree on every quantity the model uses, and this one is also padding
 invariant.
+
+Every network multiplies these features by a kernel W [2·max_T, K] (the first layer of each LSTM, the
+attention's context projection). For the one-hot pair that product is the sum of two rows of W,
+
+    pos[t] W = W[t] + W[max_T + L − 1 − t],
+
+so ``PositionFeatures.compact`` gives the features in index form (``OneHotPair``) and ``project`` takes the
+product as two gathers: the [B, T, 2·max_T] matrix is never built, nor scanned, nor multiplied. For
+music max_T runs into the thousands (Nottingham's one-hot pair is ~3,000 wide), where that matrix and
+its product were a third of a training step on a CPU.
 """
 
 from __future__ import annotations
@@ -27,6 +37,53 @@ import keras
 import tensorflow as tf
 
 from tflatent.config import POSITION_ENCODINGS
+
+
+class OneHotPair:
+    """One-hot pair features in index form: pos = [a · one_hot(plus, M), b · one_hot(minus, M)].
+
+    What ``PositionFeatures.compact`` gives for "onehot": ``project`` multiplies it by a kernel by
+    gathering rows, and ``to_dense`` gives the features ``PositionFeatures`` returns.
+
+    Args:
+      plus, minus: [...] int32 in [0, M), the positions of the two ones.
+      plus_scale, minus_scale: [...] float32 (0 or 1), the values of the two ones.
+      max_time: M.
+    """
+
+    def __init__(self, plus, minus, plus_scale, minus_scale, max_time):
+        self.plus, self.minus = plus, minus
+        self.plus_scale, self.minus_scale = plus_scale, minus_scale
+        self.max_time = max_time
+
+    @property
+    def shape(self):
+        """The dense features' static shape, [..., 2M]."""
+        return self.plus.shape.concatenate([2 * self.max_time])
+
+    def matmul(self, kernel):
+        """pos W for kernel W [2M, K] → [..., K]: a · W[plus] + b · W[M + minus]."""
+        scales = (tf.cast(scale, kernel.dtype)[..., None] for scale in (self.plus_scale, self.minus_scale))
+        return (tf.gather(kernel, self.plus) * next(scales)
+                + tf.gather(kernel, self.minus + self.max_time) * next(scales))
+
+    def transpose(self, perm):
+        """The features with their leading (index) axes permuted, e.g. [1, 0] for time-major."""
+        return OneHotPair(*(tf.transpose(x, perm) for x in (self.plus, self.minus, self.plus_scale,
+                                                            self.minus_scale)), self.max_time)
+
+    def to_dense(self):
+        """[..., 2M] float32."""
+        return tf.concat([tf.one_hot(self.plus, self.max_time) * self.plus_scale[..., None],
+                          tf.one_hot(self.minus, self.max_time) * self.minus_scale[..., None]], axis=-1)
+
+
+def project(features, kernel):
+    """features [..., C] · kernel [C, K] → [..., K]; the features dense or a ``OneHotPair`` (gathers)."""
+    if isinstance(features, OneHotPair):
+        return features.matmul(kernel)
+    flat = tf.reshape(features, tf.stack([-1, tf.shape(features)[-1]]))
+    return tf.reshape(tf.matmul(flat, kernel), tf.concat([tf.shape(features)[:-1], tf.shape(kernel)[-1:]], axis=0))
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -70,6 +127,15 @@ class PositionFeatures(keras.layers.Layer):
         Returns:
           [B, T, feature_size] float32.
         """
+        features = self.compact(lengths, num_steps, shift)
+        return features.to_dense() if isinstance(features, OneHotPair) else features
+
+    def compact(self, lengths, num_steps=None, shift=0):
+        """``call``'s features in the form a product with a kernel reads fastest (``project``).
+
+        A ``OneHotPair`` [B, T] for "onehot" (the module docstring), the dense [B, T, 2·size] features
+        for "sinusoidal". Arguments as ``call``.
+        """
         lengths = tf.cast(lengths, tf.int32)
         if num_steps is None:
             num_steps = tf.reduce_max(lengths)
@@ -82,17 +148,20 @@ class PositionFeatures(keras.layers.Layer):
         remaining = lengths[:, None] - 1 - position[None, :]  # [B, T]
         valid = remaining >= 0
         if self.kind == "onehot":
-            batch = tf.shape(lengths)[0]
-            plus = tf.one_hot(position, self.max_time)  # [T, max_T], shared by the batch
-            plus = tf.broadcast_to(plus[None], tf.stack([batch, tf.shape(position)[0], self.max_time]))
-            minus = tf.one_hot(tf.where(valid, remaining, self.max_time - 1), self.max_time)
-            features = tf.concat([plus, minus], axis=-1)
-            if shift == 0:
-                return features
-        else:
-            plus = self._sinusoid(position)[None]  # [1, T, size]
-            plus = plus + tf.zeros_like(remaining, dtype=plus.dtype)[..., None]
-            features = tf.concat([plus, self._sinusoid(remaining)], axis=-1)
+            plus = tf.broadcast_to(position[None], tf.shape(remaining))  # [B, T]
+            # one_hot(p, M) is zero for p ≥ M (t + shift past every length): the row is kept in range
+            # and its scale is 0. At padding, shift 0 keeps one_hot(t) and one_hot(M − 1), as the
+            # reference does; shift 1 is zero.
+            plus_scale = tf.cast(plus < self.max_time, tf.float32)
+            minus_scale = tf.ones_like(plus_scale)
+            if shift:
+                plus_scale *= tf.cast(valid, tf.float32)
+                minus_scale = tf.cast(valid, tf.float32)
+            return OneHotPair(tf.minimum(plus, self.max_time - 1), tf.where(valid, remaining, self.max_time - 1),
+                              plus_scale, minus_scale, self.max_time)
+        plus = self._sinusoid(position)[None]  # [1, T, size]
+        plus = plus + tf.zeros_like(remaining, dtype=plus.dtype)[..., None]
+        features = tf.concat([plus, self._sinusoid(remaining)], axis=-1)
         return features * tf.cast(valid, features.dtype)[..., None]
 
     def _sinusoid(self, position):

@@ -122,7 +122,7 @@ class EmissionNetwork(keras.layers.Layer):
         ``compiled``: each LSTM loop runs as its own XLA executable (``LSTMStack.call``; inference only).
         """
         num_steps = tf.shape(z)[-2]
-        h = self.rnn(z, mask=tf.sequence_mask(lengths, num_steps), context=self.position(lengths, num_steps),
+        h = self.rnn(z, mask=tf.sequence_mask(lengths, num_steps), context=self.position.compact(lengths, num_steps),
                      training=training, compiled=compiled)
         h = self.rnn_dropout(h, training=training)  # zero at padding (so h←_L = 0)
         return tf.concat([z, self.rnn.neighbour_states(h)], axis=-1)

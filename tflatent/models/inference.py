@@ -72,7 +72,7 @@ class InferenceNetwork(keras.layers.Layer):
         """(x [B, T] or [B, T, V], lengths [B]) → (μ, log σ²), each [B, T, Z]."""
         num_steps = tf.shape(x)[1]
         h = self.rnn(self.embedding(x, training=training), mask=tf.sequence_mask(lengths, num_steps),
-                     context=self.position(lengths, num_steps), training=training)
+                     context=self.position.compact(lengths, num_steps), training=training)
         h = self.dropout(h, training=training)
         params = tf.reshape(self.head(h), tf.concat([tf.shape(h)[:-1], [self.z_size, 2]], axis=0))
         params = tf.cast(params, self.dtype_policy.variable_dtype)  # float32 under mixed precision

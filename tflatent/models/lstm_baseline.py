@@ -125,7 +125,7 @@ class LSTMBaseline(SequenceModel):
         x, lengths = inputs
         num_steps = tf.shape(x)[1]
         states = self.rnn(self.embedding(x, training=training), mask=tf.sequence_mask(lengths, num_steps),
-                          context=self.position(lengths, num_steps, shift=1), training=training)
+                          context=self.position.compact(lengths, num_steps, shift=1), training=training)
         outputs = tf.concat([tf.zeros_like(states[:, :1]), states[:, :-1]], axis=1)  # o_t = s_{t−1}
         logits = self._logits(self.output_dropout(outputs, training=training))
         return tf.cast(logits, self.dtype_policy.variable_dtype)  # float32 under mixed precision
@@ -213,13 +213,18 @@ class LSTMBaseline(SequenceModel):
 
     def _sample(self, lengths, num_steps, temperature, seed):
         batch = tf.shape(lengths)[0]
-        position = tf.transpose(self.position(lengths, num_steps=num_steps, shift=1), [1, 0, 2])  # [T, N, F]
+        # The position's share of the first layer's gates for every step at once, and the weights read
+        # once: a step then multiplies only the embedding, not [embedding, pos] (E + 2·max_T wide).
+        position = self.position.compact(lengths, num_steps=num_steps, shift=1)
+        context_gates = tf.transpose(self.rnn.project_context(position), [1, 0, 2])  # [T, N, 4H]
+        weights = self.rnn.step_weights(self.embedding_size)
         step_seeds = tf.random.experimental.stateless_split(seed, num_steps)  # [T, 2]
 
         def body(t, output, states, samples):
             logits = self._logits(output) / temperature
             x_t = emission_distribution(logits, self.music).sample(seed=step_seeds[t])
-            output, states = self.rnn.step(self.embedding(x_t), states, context=position[t])
+            output, states = self.rnn.step(self.embedding(x_t), states, context_gates=context_gates[t],
+                                           weights=weights)
             return t + 1, output, states, samples.write(t, x_t)
 
         dtype = tf.float32 if self.music else tf.int32

@@ -80,9 +80,16 @@ class TimeContext:
         """The state before step 0 for S·N rows (S = ``num_samples``): a nest of tensors."""
         raise NotImplementedError
 
-    def step(self, t, y_prev, step_input, state, training=False):
+    def step_weights(self):
+        """The weights every ``step`` reads, as a nest of tensors prepared for it, for a loop over steps
+        to compute once before the loop (slices, concatenations and casts of the variables, whose
+        gradients would otherwise be taken, at full size, at every step of a differentiated loop)."""
+        raise NotImplementedError
+
+    def step(self, t, y_prev, step_input, state, weights=None, training=False):
         """h̃_t [S·N, U] and the state after step t, from y_{t−1} [S·N, H] (ignored at t = 0) and
-        ``step_input`` [S·N, K] (row t of ``step_inputs``); equal to ``parallel``'s h̃_t."""
+        ``step_input`` [S·N, K] (row t of ``step_inputs``); equal to ``parallel``'s h̃_t.
+        ``weights``: ``step_weights()``, or None to read them in this step."""
         raise NotImplementedError
 
 
@@ -112,6 +119,7 @@ class LSTMTimeContext(TimeContext):
 
     def build(self, input_size):
         features = self.position.feature_size
+        self.input_size = input_size
         self.initial_state_net.build((None, features))
         self.rnn.build((None, None, input_size), (None, None, features))
 
@@ -125,7 +133,7 @@ class LSTMTimeContext(TimeContext):
     def parallel(self, y, lengths, training=False):
         num_samples = tf.shape(y)[0]
         states = self._initial_states(lengths, num_samples)
-        pos_next = self.position(lengths, num_steps=tf.shape(y)[2], shift=1)  # [N, T, F]
+        pos_next = self.position.compact(lengths, num_steps=tf.shape(y)[2], shift=1)  # [N, T, F]
         outputs = self.rnn(y, context=pos_next, initial_state=states, training=training)  # [S, N, T, U]
         first = tf.reshape(states[-1][0], tf.stack([num_samples, -1, 1, self.units]))  # h̃_0
         return tf.concat([first, outputs[..., :-1, :]], axis=-2)
@@ -133,7 +141,7 @@ class LSTMTimeContext(TimeContext):
     def step_inputs(self, lengths, num_steps):
         # pos_t's share of the first layer's gates: a step then multiplies only y_{t−1} (H wide) instead
         # of [y_{t−1}, pos_t] (H + 2·max_T wide for one-hot).
-        return self.rnn.project_context(self.position(lengths, num_steps=num_steps))  # [N, T, 4U]
+        return self.rnn.project_context(self.position.compact(lengths, num_steps=num_steps))  # [N, T, 4U]
 
     def initial_state(self, lengths, num_samples, num_steps):
         # The steps run outside Keras's autocast scope, in the variables' dtype (that of the gates);
@@ -141,10 +149,14 @@ class LSTMTimeContext(TimeContext):
         return [tuple(tf.cast(s, self.rnn.variable_dtype) for s in state)
                 for state in self._initial_states(lengths, num_samples)]
 
-    def step(self, t, y_prev, step_input, state, training=False):
+    def step_weights(self):
+        # The first layer's kernel rows for y (pos_t's share is in step_input), and every U and b.
+        return self.rnn.step_weights(self.input_size)
+
+    def step(self, t, y_prev, step_input, state, weights=None, training=False):
         # Step t ≥ 1 reads [y_{t−1}, pos_t]; h̃_0 is the initial state's (the step at t = 0 is discarded).
         _, stepped = self.rnn.step(tf.cast(y_prev, step_input.dtype), state, context_gates=step_input,
-                                   training=training)
+                                   training=training, weights=weights)
         state = tf.nest.map_structure(lambda new, old: tf.where(t > 0, new, old), stepped, state)
         return state[-1][0], state
 
@@ -175,18 +187,22 @@ class AttentionTimeContext(TimeContext):
     def parallel(self, y, lengths, training=False):
         num_steps = tf.shape(y)[2]
         return self.attention(y, mask=tf.sequence_mask(lengths, num_steps),
-                              context=self.position(lengths, num_steps=num_steps), training=training)
+                              context=self.position.compact(lengths, num_steps=num_steps), training=training)
 
     def step_inputs(self, lengths, num_steps):
-        return self.attention.project_context(self.position(lengths, num_steps=num_steps))  # [N, T, d]
+        return self.attention.project_context(self.position.compact(lengths, num_steps=num_steps))  # [N, T, d]
 
     def initial_state(self, lengths, num_samples, num_steps):
         return self.attention.initial_cache(num_samples * tf.shape(lengths)[0], num_steps)
 
-    def step(self, t, y_prev, step_input, state, training=False):
+    def step_weights(self):
+        return self.attention.step_weights()
+
+    def step(self, t, y_prev, step_input, state, weights=None, training=False):
         # The cache's own index is t (the loop's step count); x̃_0 = s replaces y_{−1} at t = 0. The step
         # computes in the attention's compute dtype (it casts), as its parallel pass does.
-        return self.attention.step(y_prev, state, context_projection=step_input, training=training)
+        return self.attention.step(y_prev, state, context_projection=step_input, training=training,
+                                   weights=weights)
 
 
 def make_time_context(network, position, lstm_units=500, lstm_layers=2, lstm_init="pytorch", lstm_impl="auto",

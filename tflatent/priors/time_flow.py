@@ -145,9 +145,10 @@ class TimeFlowPrior(keras.layers.Layer):
         # [T, ...] buffer per step.
         elems_ta = tf.TensorArray(elems.dtype, size=num_steps).unstack(elems_tm)
         inputs_ta = tf.TensorArray(step_inputs.dtype, size=num_steps).unstack(step_inputs)
+        weights = context.step_weights()  # read once: see TimeContext.step_weights
 
         def body(t, y_prev, state, ys, log_probs):
-            h, state = context.step(t, y_prev, inputs_ta.read(t), state, training=training)
+            h, state = context.step(t, y_prev, inputs_ta.read(t), state, weights=weights, training=training)
             y_t, log_prob_t = step_fn(elems_ta.read(t), self.drop(h, training=training))
             return t + 1, y_t, state, ys.write(t, y_t), log_probs.write(t, log_prob_t)
 
