@@ -117,7 +117,7 @@ def test_a_step_with_weights_read_before_a_loop_reads_no_variable():
     layer = stack(bidirectional=False, features=F - 2, context=2)
     x, context = inputs(B, F - 2), inputs(B, 2, seed=1)
     state = [(inputs(B, H, seed=2 + i), inputs(B, H, seed=4 + i)) for i in range(2)]
-    weights = layer.step_weights(F - 2)
+    weights = layer.step_weights(2)  # the context's 2 rows come as context gates
     assert [w.shape for w in weights[0]] == [(F - 2, 4 * H), (H, 4 * H), (4 * H,)]
     assert [w.shape for w in weights[1]] == [(H, 4 * H), (H, 4 * H), (4 * H,)]
     output, _ = layer.step(x, state, context=context)

@@ -277,8 +277,9 @@ class LSTM(keras.layers.Layer):
         recurrence = _compiled_recurrence if compiled else _recurrence
         return recurrence(gates, tf.convert_to_tensor(self.recurrent_kernel), *initial_state)
 
-    def step_weights(self, input_size=None):
-        """(W, U, b) as ``step`` reads them: W the kernel's first ``input_size`` rows (all when None).
+    def step_weights(self, context_size=None):
+        """(W, U, b) as ``step`` reads them: W the kernel without its last ``context_size`` rows (the
+        context's, whose share of the gates comes as ``context_gates``); the whole kernel when None.
 
         A loop over steps reads them once, before the loop, and passes them to every ``step``: a
         slice taken inside a loop that is differentiated has a gradient the size of the whole kernel
@@ -286,10 +287,10 @@ class LSTM(keras.layers.Layer):
         one-hot context's 2·max_T rows was most of an IAF density's backward pass. The rows are
         taken by one Split, whose gradient is one Concat (``_split_kernel``).
         """
-        if input_size is None:
+        if context_size is None:
             kernel = tf.convert_to_tensor(self.kernel)
         else:
-            kernel = self._split_kernel(self.kernel.shape[0] - input_size)[0]
+            kernel = self._split_kernel(context_size)[0]
         return kernel, tf.convert_to_tensor(self.recurrent_kernel), tf.convert_to_tensor(self.bias)
 
     def step(self, inputs, state, context_gates=None, weights=None):
@@ -297,11 +298,11 @@ class LSTM(keras.layers.Layer):
 
         Either inputs [N, F + C] (the context concatenated) or inputs [N, F] with the context's
         ``project_context`` [N, 4H] (the bias included), which a loop over steps computes once for all
-        of them. ``weights``: ``step_weights(F)`` (with context gates) or ``step_weights()``, read once
+        of them. ``weights``: ``step_weights(C)`` (with context gates) or ``step_weights()``, read once
         before the loop; None reads them here.
         """
         if weights is None:
-            weights = self.step_weights(None if context_gates is None else inputs.shape[-1])
+            weights = self.step_weights(None if context_gates is None else self.kernel.shape[0] - inputs.shape[-1])
         kernel, recurrent_kernel, bias = weights
         gates = tf.matmul(inputs, kernel) + (bias if context_gates is None else context_gates)
         h, c, _ = _cell(gates + tf.matmul(state[0], recurrent_kernel), state[1])
@@ -466,15 +467,15 @@ class LSTMStack(keras.layers.Layer):
         """The first layer's gates from the context, for ``step``'s ``context_gates``: [..., C] → [..., 4H]."""
         return self.cells[0][0].project_context(context)
 
-    def step_weights(self, input_size=None):
+    def step_weights(self, context_size=None):
         """Every layer's ``LSTM.step_weights``, for a loop over ``step`` to read once before it.
 
-        ``input_size``: F, the first layer's input width when its context comes as ``context_gates``
-        (None: the first layer multiplies [inputs, context], its whole kernel).
+        ``context_size``: C, the width of the context whose share of the first layer's gates comes as
+        ``context_gates`` (None: the first layer multiplies [inputs, context], its whole kernel).
         """
         if self.bidirectional:
             raise ValueError("LSTMStack.step runs a unidirectional stack; this one is bidirectional")
-        return [self.cells[0][0].step_weights(input_size)] + [layer[0].step_weights() for layer in self.cells[1:]]
+        return [self.cells[0][0].step_weights(context_size)] + [layer[0].step_weights() for layer in self.cells[1:]]
 
     def step(self, inputs, states, context=None, training=False, context_gates=None, weights=None):
         """One time step of a unidirectional stack (for sequential sampling, and the IAF density).
@@ -484,14 +485,15 @@ class LSTMStack(keras.layers.Layer):
           states: [(h, c)] per layer, each [N, H].
           context_gates: instead of context, its ``project_context`` [N, 4H]: a loop over time computes
             them for every step at once, so that each step multiplies only the inputs.
-          weights: ``step_weights(F)`` (with context gates) or ``step_weights()``, read once before a
+          weights: ``step_weights(C)`` (with context gates) or ``step_weights()``, read once before a
             loop over steps; None reads them in this step.
 
         Returns:
           (top-layer output [N, H], new states).
         """
         if weights is None:
-            weights = self.step_weights(None if context_gates is None else inputs.shape[-1])
+            first = self.cells[0][0].kernel
+            weights = self.step_weights(None if context_gates is None else first.shape[0] - inputs.shape[-1])
         x = inputs if context is None else tf.concat([inputs, context], axis=-1)
         new_states = []
         for i, (layer, state, layer_weights) in enumerate(zip(self.cells, states, weights)):

@@ -63,9 +63,9 @@ class OneHotPair:
 
     def matmul(self, kernel):
         """pos W for kernel W [2M, K] → [..., K]: a · W[plus] + b · W[M + minus]."""
-        scales = (tf.cast(scale, kernel.dtype)[..., None] for scale in (self.plus_scale, self.minus_scale))
-        return (tf.gather(kernel, self.plus) * next(scales)
-                + tf.gather(kernel, self.minus + self.max_time) * next(scales))
+        plus_scale, minus_scale = (tf.cast(scale, kernel.dtype)[..., None]
+                                   for scale in (self.plus_scale, self.minus_scale))
+        return tf.gather(kernel, self.plus) * plus_scale + tf.gather(kernel, self.minus + self.max_time) * minus_scale
 
     def transpose(self, perm):
         """The features with their leading (index) axes permuted, e.g. [1, 0] for time-major."""

@@ -217,7 +217,7 @@ class LSTMBaseline(SequenceModel):
         # once: a step then multiplies only the embedding, not [embedding, pos] (E + 2·max_T wide).
         position = self.position.compact(lengths, num_steps=num_steps, shift=1)
         context_gates = tf.transpose(self.rnn.project_context(position), [1, 0, 2])  # [T, N, 4H]
-        weights = self.rnn.step_weights(self.embedding_size)
+        weights = self.rnn.step_weights(self.position.feature_size)
         step_seeds = tf.random.experimental.stateless_split(seed, num_steps)  # [T, 2]
 
         def body(t, output, states, samples):

@@ -119,7 +119,6 @@ class LSTMTimeContext(TimeContext):
 
     def build(self, input_size):
         features = self.position.feature_size
-        self.input_size = input_size
         self.initial_state_net.build((None, features))
         self.rnn.build((None, None, input_size), (None, None, features))
 
@@ -151,7 +150,7 @@ class LSTMTimeContext(TimeContext):
 
     def step_weights(self):
         # The first layer's kernel rows for y (pos_t's share is in step_input), and every U and b.
-        return self.rnn.step_weights(self.input_size)
+        return self.rnn.step_weights(self.position.feature_size)
 
     def step(self, t, y_prev, step_input, state, weights=None, training=False):
         # Step t ≥ 1 reads [y_{t−1}, pos_t]; h̃_0 is the initial state's (the step at t = 0 is discarded).
