@@ -31,3 +31,18 @@ def traced_op_types(fn, *args, device=None, jit_compile=False):
 def loops(counts):
     """How many while loops a ``traced_op_types`` counter holds."""
     return sum(n for op, n in counts.items() if op in ("While", "StatelessWhile"))
+
+
+def loop_accumulators(graph):
+    """The shapes of the tensors that the while loops of a traced ``graph`` (and of the functions it
+    calls) keep per step for a gradient: TensorFlow pushes each onto a TensorList accumulator."""
+    shapes, graphs, seen = [], [graph], set()
+    while graphs:
+        current = graphs.pop()
+        shapes += [tuple(op.inputs[1].shape) for op in current.get_operations() if op.type == "TensorListPushBack"]
+        for function in getattr(current, "_functions", {}).values():
+            inner = getattr(function, "graph", None)
+            if inner is not None and id(inner) not in seen:
+                seen.add(id(inner))
+                graphs.append(inner)
+    return shapes

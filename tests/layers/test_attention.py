@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from graph_helpers import loop_accumulators
 
-from tflatent.layers.attention import AttentionEncoder, CausalAttentionContext, TransformerBlock
+from tflatent.layers.attention import AttentionEncoder, CausalAttentionContext, TransformerBlock, cached_attention
 from tflatent.layers.position import PositionFeatures
 
 B, T, F, C, D = 3, 6, 4, 5, 8
@@ -51,14 +52,17 @@ def run_steps(layer, x, context):
     return tf.stack(outputs, axis=1)
 
 
-def step_loop(layer, x, projection):
-    """The cached step path as a tf.while_loop over a static T, as a compiled sampler runs it."""
+def step_loop(layer, x, projection, prepared=True):
+    """The cached step path as a tf.while_loop over a static T, as the prior runs it: with ``prepared``
+    the weights are read once before the loop and the final cache is bound for the gradient
+    (``finish_steps``); without, every step reads its weights and its gradient its own cache."""
     num_steps = x.shape[1]
     x_tm = tf.transpose(x, [1, 0, 2])
     projection_tm = tf.transpose(projection, [1, 0, 2])
+    weights = layer.step_weights() if prepared else None
 
     def body(t, previous, cache, outputs):
-        h, cache = layer.step(previous, cache, context_projection=projection_tm[t])
+        h, cache = layer.step(previous, cache, context_projection=projection_tm[t], weights=weights)
         return t + 1, x_tm[t], cache, outputs.write(t, h)
 
     _, _, cache, outputs = tf.while_loop(
@@ -66,6 +70,8 @@ def step_loop(layer, x, projection):
         (tf.constant(0), tf.zeros_like(x_tm[0]), layer.initial_cache(x.shape[0], num_steps),
          tf.TensorArray(x.dtype, size=num_steps)),
         maximum_iterations=num_steps)
+    if prepared:
+        layer.finish_steps(weights, cache)
     return tf.transpose(outputs.stack(), [1, 0, 2])
 
 
@@ -130,20 +136,67 @@ def test_cached_step_loop_compiles_with_xla_and_equals_the_parallel_pass():
     np.testing.assert_allclose(parallel(x, context), layer(x, context=context), atol=1e-5)
 
 
-def test_gradients_through_the_step_loop_equal_those_of_the_parallel_pass():
-    """The IAF density runs the context step by step in training: its gradients must be the parallel ones."""
+@pytest.mark.parametrize("prepared", [True, False], ids=["final cache", "own caches"])
+def test_gradients_through_the_step_loop_equal_those_of_the_parallel_pass(prepared):
+    """The IAF density runs the context step by step in training: its gradients must be the parallel ones,
+    whether the attention reads' gradients read the loop's final cache or each step's own."""
     layer = network(CausalAttentionContext)
     x, context = inputs(B, T, F), inputs(B, T, C, seed=1)
     weights = inputs(B, T, D, seed=3)
-    variables = layer.trainable_variables
+    sources = [x, *layer.trainable_variables]
     grads = []
     for outputs_fn in (lambda: layer(x, context=context),
-                       lambda: step_loop(layer, x, layer.project_context(context))):
+                       lambda: step_loop(layer, x, layer.project_context(context), prepared)):
         with tf.GradientTape() as tape:
+            tape.watch(x)
             loss = tf.reduce_sum(weights * outputs_fn())
-        grads.append(tape.gradient(loss, variables))
-    for variable, parallel, stepped in zip(variables, *grads):
-        np.testing.assert_allclose(stepped, parallel, atol=1e-4, err_msg=variable.path)
+        grads.append(tape.gradient(loss, sources))
+    for source, parallel, stepped in zip(["x"] + [v.path for v in layer.trainable_variables], *grads):
+        np.testing.assert_allclose(stepped, parallel, atol=1e-4, err_msg=source)
+
+
+def test_cached_attention_gradient_reads_rows_up_to_t_of_the_final_cache_only():
+    """∂(q, K, V) of one attention read from the final cache (rows > t hold later steps' keys) equal
+    autodiff of softmax(q·K/√d_k) V over rows ≤ t."""
+    N, heads, key_dim, index = 2, 3, 4, 2
+    query, keys, values = (inputs(N, heads, key_dim, seed=11), inputs(N, heads, T, key_dim, seed=12),
+                           inputs(N, heads, T, key_dim, seed=13))
+    later = tf.range(T)[:, None] > index
+    final = (tf.where(later, inputs(N, heads, T, key_dim, seed=14), keys),
+             tf.where(later, inputs(N, heads, T, key_dim, seed=15), values))
+    upstream = inputs(N, heads, key_dim, seed=16)
+
+    def reference(q, k, v):
+        scores = tf.einsum("nhd,nhtd->nht", q, k[:, :, :index + 1]) / np.sqrt(key_dim)
+        return tf.einsum("nht,nhtd->nhd", tf.nn.softmax(scores), v[:, :, :index + 1])
+
+    expected = []
+    for function in (reference, lambda q, k, v: cached_attention(q, k, v, tf.constant(index), lambda: final)):
+        with tf.GradientTape() as tape:
+            tape.watch([query, keys, values])
+            out = function(query, keys, values)
+            loss = tf.reduce_sum(upstream * out)
+        expected.append((out, *tape.gradient(loss, [query, keys, values])))
+    for want, got in zip(*expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_differentiated_step_loop_keeps_no_cache_per_step():
+    """TensorFlow's gradient of a loop keeps, per step, what the step's gradient reads: with the final
+    cache bound, no [N, n, T_max, d_k] cache is among them (O(T²) memory otherwise)."""
+    layer = network(CausalAttentionContext)
+    x, context = inputs(B, T, F), inputs(B, T, C, seed=1)
+    cache_shape = (B, layer.num_heads, T, D // layer.num_heads)
+    for prepared in (False, True):
+        @tf.function
+        def gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_sum(step_loop(layer, x, layer.project_context(context), prepared))
+            return tape.gradient(loss, [x, *layer.trainable_variables])
+
+        kept = loop_accumulators(gradient.get_concrete_function(x).graph)
+        assert (cache_shape in kept) != prepared, kept
 
 
 def test_steps_without_a_context_equal_the_parallel_pass():

@@ -67,9 +67,10 @@ def test_a_step_given_its_weights_prepares_none_of_them(network):
                                  inputs)
     if network == "lstm":  # every weight the step reads is prepared
         assert ops["ReadVariableOp"] == ops["StridedSlice"] == ops["SplitV"] == 0 < unprepared["SplitV"]
-    else:  # W_x, s, and each block's W_QKV (a concatenation), b_QKV, W_O, b_O; LN and FF are layer calls
+    else:  # W_x, s, and each block's W_QKV (a concatenation), b_QKV, W_O, b_O, W_1, b_1, W_2, b_2; the LNs
+        # are layer calls (their scales and offsets, vectors, are all that a step still reads)
         assert ops["ConcatV2"] == 0 < unprepared["ConcatV2"]
-        assert ops["ReadVariableOp"] == unprepared["ReadVariableOp"] - 2 - 2 * 8
+        assert ops["ReadVariableOp"] == unprepared["ReadVariableOp"] - 2 - 2 * 12
 
 
 @pytest.mark.parametrize("network", ["lstm", "transformer"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from flow_helpers import randomize_weights
-from graph_helpers import loops, traced_op_types
+from graph_helpers import loop_accumulators, loops, traced_op_types
 
 from tflatent.layers.position import PositionFeatures
 from tflatent.priors import TimeFlowPrior
@@ -164,6 +164,30 @@ def test_every_weight_gets_a_finite_nonzero_gradient(time_flow, hidden_flow, net
         assert grad is not None, var.path
         grad = tf.convert_to_tensor(grad).numpy()
         assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0, var.path
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_the_iaf_density_gradient_keeps_no_weight_and_no_attention_cache_per_step(network):
+    """What a differentiated step loop keeps per step is row-sized: the weights of the time context and of
+    the hidden flow are read once before the loop (a copy per step otherwise) and the attention reads'
+    gradients take the loop's final cache (``cached_attention``: one [N, n, T, d_k] cache per step
+    otherwise)."""
+    prior = make_prior("iaf", "scf", "nlsq", dropout=0.1, network=network)
+    z = tf.random.normal([3, 7, Z], seed=5)
+
+    def gradient(z):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_sum(prior.log_prob(z, LENGTHS, training=True))
+        return tape.gradient(loss, prior.trainable_variables)
+
+    kept = set(loop_accumulators(tf.function(gradient).get_concrete_function(z).graph))
+    prepared = [w for w in tf.nest.flatten([prior.time_context.step_weights(), prior.flow.step_weights()])
+                if tf.is_tensor(w)]
+    matrices = {tuple(w.shape) for w in prepared + prior.trainable_variables if len(w.shape) > 1}
+    assert kept and not kept & matrices, kept & matrices
+    if network == "transformer":
+        heads = ATTENTION["attention_heads"]
+        assert (3, heads, 7, ATTENTION["attention_units"] // heads) not in kept
 
 
 @pytest.mark.parametrize("network", NETWORKS)

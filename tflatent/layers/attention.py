@@ -44,8 +44,12 @@ in a preallocated cache [N, n, T_max, d_k] (zeros until written). Step t compute
 and value from row t alone, writes the key and value at t (``tf.tensor_scatter_nd_update``: static
 shapes, XLA-compilable inside ``tf.while_loop``) and attends over the keys ≤ t. It reads x_{t−1} and
 c_t and returns h_t, equal to the parallel pass's; a step costs O(blocks · (d² + d·d_ff + T_max·d)).
-The gradient of a loop over steps keeps each step's cache (TensorFlow's while-loop gradient stores the
-loop-carried tensors every step reads), i.e. O(T² · d) memory per block for T steps.
+TensorFlow's gradient of a loop keeps, once per step, every tensor the step's gradient reads. A loop
+over steps therefore reads its weights once, before the loop (``step_weights``), and the attention read
+has a written-out gradient (``cached_attention``) that takes the keys and values from the loop's final
+cache (``finish_steps``) rather than from each step's: a differentiated loop keeps O(T · (d + T_max)) per
+block for T steps, not a [N, n, T_max, d_k] cache per step (O(T² · d), tens of GB for the longest
+Nottingham tune) nor a copy of every weight per step.
 
 Sequential depth: the parallel passes have O(blocks) sequential operations for the whole sequence,
 where an LSTM has O(T).
@@ -128,15 +132,17 @@ class TransformerBlock(keras.layers.Layer):
         a = self.attention_norm(x)
         x = x + self.dropout(self.attention(a, a, attention_mask=attention_mask, training=training),
                              training=training)
-        return self._feed_forward(x, training)
+        h = self.feed_forward_output(self.feed_forward_hidden(self.feed_forward_norm(x)))
+        return x + self.dropout(h, training=training)
 
     def step_weights(self, dtype):
-        """(W_QKV [d, 3d], b_QKV [3d], W_O [d, d], b_O [d]) in ``dtype``, as ``step`` reads them.
+        """(W_QKV [d, 3d], b_QKV [3d], W_O [d, d], b_O [d], W_1 [d, d_ff], b_1, W_2 [d_ff, d], b_2) in
+        ``dtype``, as ``step`` reads them.
 
         W_Q, W_K and W_V side by side make one matrix-vector product per step instead of three; each
         EinsumDense's [d, n, d_k] kernel is read as [d, d]. A loop over steps computes them once before
-        the loop (in a differentiated loop the concatenation's gradient would otherwise be taken at every
-        step).
+        the loop: in a differentiated loop the concatenation's gradient would otherwise be taken at every
+        step, and every weight read inside the loop is kept once per step for the gradient.
         """
         attention = self.attention
 
@@ -146,10 +152,11 @@ class TransformerBlock(keras.layers.Layer):
         dense = (attention.query_dense, attention.key_dense, attention.value_dense)
         kernel = tf.concat([weight(layer.kernel, [self.units, self.units]) for layer in dense], axis=1)
         bias = tf.concat([weight(layer.bias, [-1]) for layer in dense], axis=0)
-        output = attention.output_dense
-        return kernel, bias, weight(output.kernel, [self.units, self.units]), weight(output.bias, [-1])
+        output, hidden, last = attention.output_dense, self.feed_forward_hidden, self.feed_forward_output
+        return (kernel, bias, weight(output.kernel, [self.units, self.units]), weight(output.bias, [-1]),
+                *(weight(v, v.shape) for v in (hidden.kernel, hidden.bias, last.kernel, last.bias)))
 
-    def step(self, x, keys, values, index, training=False, weights=None):
+    def step(self, x, keys, values, index, training=False, weights=None, final_cache=None):
         """Row ``index`` of ``call`` under the causal mask, from that row and the cache of earlier rows.
 
         The same weights and operations as the ``MultiHeadAttention`` call, written as plain matrix
@@ -163,35 +170,30 @@ class TransformerBlock(keras.layers.Layer):
           keys, values: [N, n, T_max, d_k], this block's keys and values of rows < t (zeros after).
           index: t, a scalar int32 tensor.
           weights: ``step_weights`` in the compute dtype, or None to compute them here.
+          final_cache: for a step in a loop, a callable giving this block's (keys, values) after the
+            loop (``FinalCache.block``), which the gradient of the attention read takes (``cached_attention``).
 
         Returns:
           (output [N, d], keys, values) with row t's key and value written in.
         """
         a = self.attention_norm(x)  # [N, d], in the compute dtype
-        qkv_kernel, qkv_bias, output_kernel, output_bias = (
+        qkv_kernel, qkv_bias, output_kernel, output_bias, *feed_forward = (
             self.step_weights(a.dtype) if weights is None else weights)
         qkv = tf.reshape(tf.matmul(a, qkv_kernel) + qkv_bias, [-1, 3, self.num_heads, self.key_dim])
-        query, key, value = qkv[:, 0, :, None], qkv[:, 1], qkv[:, 2]  # [N, n, 1, d_k], [N, n, d_k] ×2
+        query, key, value = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [N, n, d_k] each
         batch = tf.shape(a)[0]
         slots = tf.stack(tf.meshgrid(tf.range(batch), tf.range(self.num_heads), indexing="ij")
                          + [tf.fill(tf.stack([batch, self.num_heads]), index)], axis=-1)  # [N, n, 3]: b, i, t
         keys = tf.tensor_scatter_nd_update(keys, slots, key)
         values = tf.tensor_scatter_nd_update(values, slots, value)
-        # One query row: the scores and the weighted sum as elementwise products and sums (fused loops
-        # under XLA) rather than batched [1, d_k] × [d_k, T_max] matrix products. With the single W_QKV
-        # product: 256 steps at batch 1 under XLA (d 256, 2 blocks) 96 against 180 ms CPU before.
-        scores = tf.reduce_sum(query * keys, axis=-1) / math.sqrt(self.key_dim)  # [N, n, T_max]
-        visible = tf.range(tf.shape(keys)[2]) <= index  # [T_max]: keys 0..t
-        scores = tf.where(visible, scores, _LARGE_NEGATIVE)
-        attended = tf.reduce_sum(tf.nn.softmax(scores)[..., None] * values, axis=2)  # [N, n, d_k]
+        attended = cached_attention(query, keys, values, index, final_cache)  # [N, n, d_k]
         attended = tf.reshape(attended, [-1, self.units])  # the heads side by side, as W_O reads them
         out = tf.matmul(attended, output_kernel) + output_bias
         x = x + self.dropout(out, training=training)
-        return self._feed_forward(x, training), keys, values
-
-    def _feed_forward(self, x, training):
-        h = self.feed_forward_output(self.feed_forward_hidden(self.feed_forward_norm(x)))
-        return x + self.dropout(h, training=training)
+        hidden_kernel, hidden_bias, output_kernel, output_bias = feed_forward  # the Dense layers' products
+        h = tf.nn.relu(tf.matmul(self.feed_forward_norm(x), hidden_kernel) + hidden_bias)
+        x = x + self.dropout(tf.matmul(h, output_kernel) + output_bias, training=training)
+        return x, keys, values
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "num_heads": self.num_heads,
@@ -356,11 +358,18 @@ class CausalAttentionContext(AttentionStack):
         return {"index": tf.constant(0, tf.int32), "keys": empty, "values": list(empty)}
 
     def step_weights(self):
-        """The weights ``step`` reads, in the compute dtype, for a loop to prepare once before it:
-        {"input_kernel": W_x, "start": s, "blocks": each block's ``TransformerBlock.step_weights``}."""
+        """What every ``step`` of a loop reads, for the loop to prepare once before it: the weights in the
+        compute dtype, {"input_kernel": W_x, "start": s, "blocks": each block's
+        ``TransformerBlock.step_weights``}, and "final_cache", a ``FinalCache`` to which the loop binds
+        its final cache after it has run (``finish_steps``), for the gradient of the steps."""
         dtype = self.compute_dtype
         return {"input_kernel": tf.cast(self.input_kernel, dtype), "start": tf.cast(self.start, dtype),
-                "blocks": [block.step_weights(dtype) for block in self.blocks]}
+                "blocks": [block.step_weights(dtype) for block in self.blocks], "final_cache": FinalCache()}
+
+    @staticmethod
+    def finish_steps(weights, cache):
+        """Binds the cache after the last step to the loop's ``weights`` (see ``cached_attention``)."""
+        weights["final_cache"].bind(cache)
 
     def step(self, inputs, cache, context=None, context_projection=None, training=False, weights=None):
         """h_t from x_{t−1} and c_t, t = cache["index"]: equal to ``call``'s output at t.
@@ -372,7 +381,8 @@ class CausalAttentionContext(AttentionStack):
           context: c_t [N, C] (pos[t]); or instead ``context_projection``: its ``project_context``
             [N, d], which a loop over steps computes for all steps at once. None of both: no context.
           training: enables dropout.
-          weights: ``step_weights()``, which a loop over steps prepares once; None: prepared here.
+          weights: ``step_weights()``, which a loop over steps prepares once (and, if it is differentiated,
+            passes with its final cache to ``finish_steps``); None: prepared here.
 
         Returns:
           (h_t [N, d], the cache with step t's keys and values and index t + 1).
@@ -389,13 +399,84 @@ class CausalAttentionContext(AttentionStack):
         x = tf.where(index > 0, projected, weights["start"]) + tf.cast(context_projection, dtype)
         x = self.dropout(x, training=training)  # [N, d]
         keys, values = [], []
-        for block, block_keys, block_values, block_weights in zip(self.blocks, cache["keys"], cache["values"],
-                                                                  weights["blocks"]):
-            x, block_keys, block_values = block.step(x, block_keys, block_values, index, training=training,
-                                                     weights=block_weights)
+        final_cache = weights["final_cache"]
+        for i, (block, block_keys, block_values, block_weights) in enumerate(
+                zip(self.blocks, cache["keys"], cache["values"], weights["blocks"])):
+            x, block_keys, block_values = block.step(
+                x, block_keys, block_values, index, training=training, weights=block_weights,
+                final_cache=final_cache.block(i))
             keys.append(block_keys)
             values.append(block_values)
         return self.final_norm(x), {"index": index + 1, "keys": keys, "values": values}
+
+
+def cached_attention(query, keys, values, index, final_cache=None):
+    """One query row's attention over the cached keys and values of rows ≤ ``index``.
+
+        o_t = Σ_{s ≤ t} p_ts v_s,     p_t = softmax_s(q_t · k_s / √d_k)   (rows s > t masked)
+
+    The scores and the weighted sum are elementwise products and sums (fused loops under XLA) rather than
+    batched [1, d_k] × [d_k, T_max] matrix products. The gradient is written out,
+
+        ∂q_t = Σ_s g_s k_s / √d_k,   ∂k_s = g_s q_t / √d_k,   ∂v_s = p_ts ∂o_t,
+        g_s = p_ts (∂o_t · v_s − ∂o_t · o_t),
+
+    so that it keeps only the row-sized q_t, o_t and p_t of the forward pass and reads the keys and values
+    from ``final_cache`` when given: the cache of the finished loop, whose rows ≤ t are those that step t
+    read (each row is written once, at its own step). TensorFlow's gradient of a loop otherwise keeps
+    every cache a step read, one [N, n, T_max, d_k] tensor per step and block: O(T²) memory (tens of GB
+    for a music sequence of 1,800 steps).
+
+    Args:
+      query: q_t [N, n, d_k].
+      keys, values: the cache [N, n, T_max, d_k] with row t written.
+      index: t, a scalar int32 tensor.
+      final_cache: None, or a callable giving (keys, values) of the finished loop (``FinalCache.block``),
+        or None when the loop has not bound them (then the gradient reads ``keys`` and ``values``).
+
+    Returns:
+      o_t [N, n, d_k].
+    """
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    visible = tf.range(tf.shape(keys)[2]) <= index  # [T_max]: keys 0..t
+
+    @tf.custom_gradient
+    def attend(query, keys, values):
+        scores = tf.where(visible, tf.reduce_sum(query[:, :, None] * keys, axis=-1) * scale, _LARGE_NEGATIVE)
+        probs = tf.nn.softmax(scores)  # [N, n, T_max], exactly 0 at rows > t
+        out = tf.reduce_sum(probs[..., None] * values, axis=2)
+
+        def grad(d_out):
+            final = None if final_cache is None else final_cache()
+            read_keys, read_values = (keys, values) if final is None else final
+            d_probs = tf.reduce_sum(d_out[:, :, None] * read_values, axis=-1)
+            d_scores = probs * (d_probs - tf.reduce_sum(d_out * out, axis=-1, keepdims=True))
+            d_query = tf.reduce_sum(d_scores[..., None] * read_keys, axis=2) * scale
+            return d_query, d_scores[..., None] * query[:, :, None] * scale, probs[..., None] * d_out[:, :, None]
+
+        return out, grad
+
+    return attend(query, keys, values)
+
+
+class FinalCache:
+    """The cache after a loop over ``CausalAttentionContext.step``, for the gradient of every step's
+    attention read (``cached_attention``): ``CausalAttentionContext.step_weights`` makes one per loop,
+    the loop binds its final cache to it (``bind``) once it has run, and the gradient, built after that,
+    reads it."""
+
+    def __init__(self):
+        self._cache = None
+
+    def bind(self, cache):
+        """Records the loop's final cache (``initial_cache``'s structure)."""
+        self._cache = cache
+
+    def block(self, index):
+        """A callable giving block ``index``'s (keys, values) of the bound cache, or None before ``bind``."""
+        def read():
+            return None if self._cache is None else (self._cache["keys"][index], self._cache["values"][index])
+        return read
 
 
 def _check_sizes(units, num_heads, feed_forward_units, dropout):

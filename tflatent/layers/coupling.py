@@ -42,10 +42,16 @@ class CouplingConditioner(keras.layers.Layer):
         self.net.build((None, self.num_kept + self.context_dim))
         self.built = True
 
-    def call(self, kept, context, training=None):
+    def call(self, kept, context, training=None, weights=None):
+        """The parameters [..., M, k]; ``weights``: the net's ``step_weights`` (a loop's, read once before
+        it), or None to read the variables here."""
         inputs = tf.concat([_broadcast_leading(kept, context), _broadcast_leading(context, kept)], axis=-1)
-        out = self.net(inputs, training=training)
+        out = self.net(inputs, training=training) if weights is None else self.net.apply(inputs, weights, training)
         return tf.reshape(out, tf.concat([tf.shape(out)[:-1], [self.num_transformed, self.num_params]], 0))
+
+    def step_weights(self):
+        """The net's ``step_weights``."""
+        return self.net.step_weights()
 
     def get_config(self):
         return {**super().get_config(), "num_kept": self.num_kept, "num_transformed": self.num_transformed,

@@ -1,6 +1,7 @@
 """The reference's ``common.FeedForwardNet``: an MLP with U(±0.07) kernels and zero biases."""
 
 import keras
+import tensorflow as tf
 
 from tflatent.layers.initializers import INIT_SCALE, uniform
 
@@ -51,6 +52,21 @@ class FeedForwardNet(keras.layers.Layer):
         for layer in self.hidden:
             h = self.activation(self.dropout(layer(h), training=training))
         return self.output_layer(h)
+
+    def step_weights(self):
+        """[(kernel, bias)] of the hidden layers and the output layer, in the compute dtype: for a loop
+        that runs the net at every step to read once before it (``apply``). A differentiated loop keeps
+        every weight it reads inside the loop once per step for the gradient."""
+        return [(tf.cast(layer.kernel, self.compute_dtype), tf.cast(layer.bias, self.compute_dtype))
+                for layer in (*self.hidden, self.output_layer)]
+
+    def apply(self, inputs, weights, training=None):
+        """``call`` with the weights of ``step_weights``: the same products, biases and dropout."""
+        *hidden, (kernel, bias) = weights
+        h = inputs
+        for hidden_kernel, hidden_bias in hidden:
+            h = self.activation(self.dropout(tf.matmul(h, hidden_kernel) + hidden_bias, training=training))
+        return tf.matmul(h, kernel) + bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_units,)

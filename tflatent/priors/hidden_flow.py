@@ -94,8 +94,9 @@ class HiddenFlow(keras.layers.Layer):
         self.built = True
 
     # ------------------------------------------------------------------ hooks
-    def _inverse(self, z, context, training):
-        """z → (ε, log|det ∂ε/∂z|) on a checked z `[..., D]` and context `[..., C]`."""
+    def _inverse(self, z, context, training, weights=None):
+        """z → (ε, log|det ∂ε/∂z|) on a checked z `[..., D]` and context `[..., C]`; ``weights`` from
+        ``step_weights`` or None."""
         raise NotImplementedError
 
     def _forward(self, eps, context, training):
@@ -106,13 +107,22 @@ class HiddenFlow(keras.layers.Layer):
         """The flow as a TFP bijector given the context `[..., C]`: forward = noise → data."""
         raise NotImplementedError
 
+    def step_weights(self):
+        """The conditioners' weights in the compute dtype, for a loop that calls ``inverse`` at every step
+        (the IAF density) to read once before it: a differentiated loop keeps every weight it reads
+        inside the loop once per step for the gradient. None where ``inverse`` reads its variables
+        itself (the "af" flow, which no differentiated loop steps)."""
+        return None
+
     # ------------------------------------------------------------------ the two directions
-    def inverse(self, z, context=None, training=None):
-        """Density direction: z `[..., D]` → (ε `[..., D]`, log|det ∂ε/∂z| `[...]`)."""
+    def inverse(self, z, context=None, training=None, weights=None):
+        """Density direction: z `[..., D]` → (ε `[..., D]`, log|det ∂ε/∂z| `[...]`).
+
+        ``weights``: ``step_weights()``, prepared once by a loop over steps, or None."""
         z = self._check_event(z)
         if not self.built:
             self.build()
-        return self._inverse(z, self._context(context, tf.shape(z)[:-1]), training)
+        return self._inverse(z, self._context(context, tf.shape(z)[:-1]), training, weights)
 
     def forward(self, eps, context=None, training=None):
         """Sampling direction: ε `[..., D]` → (z `[..., D]`, log|det ∂z/∂ε| `[...]`)."""
@@ -204,7 +214,7 @@ class AutoregressiveHiddenFlow(_LayeredHiddenFlow):
         transform = self._transform_class
         return lambda y: transform.from_raw_params(made(y, projected, training=training))
 
-    def _inverse(self, z, context, training):
+    def _inverse(self, z, context, training, weights=None):
         eps, log_det = z, tf.zeros(tf.shape(z)[:-1], z.dtype)
         for made in self.conditioners:
             transform = self._layer_fn(made, context, training)(eps)
@@ -268,13 +278,16 @@ class CouplingHiddenFlow(_LayeredHiddenFlow):
             for k in range(self.num_layers)]
         self._num_masked = [half if k % 2 == 0 else -half for k in range(self.num_layers)]
 
-    def _layer_fn(self, coupling, context, training):
+    def _layer_fn(self, coupling, context, training, weights=None):
         """(kept, num_transformed) → the transform of the other dims (RealNVP's ``bijector_fn``)."""
         transform = self._transform_class
 
         def fn(kept, output_units):  # output_units = coupling.num_transformed, by construction
-            return transform.from_raw_params(coupling(kept, context, training=training))
+            return transform.from_raw_params(coupling(kept, context, training=training, weights=weights))
         return fn
+
+    def step_weights(self):
+        return [coupling.step_weights() for coupling in self.conditioners]
 
     @staticmethod
     def _split(x, masked):
@@ -285,11 +298,12 @@ class CouplingHiddenFlow(_LayeredHiddenFlow):
     def _join(kept, rest, masked):
         return tf.concat([kept, rest] if masked >= 0 else [rest, kept], axis=-1)
 
-    def _inverse(self, z, context, training):
+    def _inverse(self, z, context, training, weights=None):
         eps, log_det = z, tf.zeros(tf.shape(z)[:-1], z.dtype)
-        for coupling, masked in zip(self.conditioners, self._num_masked):
+        for k, (coupling, masked) in enumerate(zip(self.conditioners, self._num_masked)):
             kept, rest = self._split(eps, masked)
-            transform = self._layer_fn(coupling, context, training)(kept, self.dim - abs(masked))
+            layer_weights = None if weights is None else weights[k]
+            transform = self._layer_fn(coupling, context, training, layer_weights)(kept, self.dim - abs(masked))
             log_det += transform.inverse_log_det_jacobian(rest, event_ndims=1)
             eps = self._join(kept, transform.inverse(rest), masked)
         return eps, log_det
@@ -330,15 +344,23 @@ class ElementwiseHiddenFlow(HiddenFlow):
             self.conditioners[0].build((None, self.context_dim))
         self.built = True
 
-    def _transform(self, context):
-        """The elementwise transform of every dim, from the context."""
+    def _transform(self, context, weights=None):
+        """The elementwise transform of every dim, from the context (``weights``: ``step_weights``)."""
         transform = self._transform_class
-        raw = self.conditioners[0](context)
+        if weights is None:
+            raw = self.conditioners[0](context)
+        else:
+            kernel, bias = weights
+            raw = tf.matmul(context, kernel) + bias
         return transform.from_raw_params(
             tf.reshape(raw, tf.concat([tf.shape(raw)[:-1], [self.dim, transform.num_params]], 0)))
 
-    def _inverse(self, z, context, training):
-        transform = self._transform(context)
+    def step_weights(self):
+        dense = self.conditioners[0]
+        return tf.cast(dense.kernel, self.compute_dtype), tf.cast(dense.bias, self.compute_dtype)
+
+    def _inverse(self, z, context, training, weights=None):
+        transform = self._transform(context, weights)
         return transform.inverse(z), transform.inverse_log_det_jacobian(z, event_ndims=1)
 
     def _forward(self, eps, context, training):

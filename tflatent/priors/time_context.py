@@ -92,6 +92,11 @@ class TimeContext:
         ``weights``: ``step_weights()``, or None to read them in this step."""
         raise NotImplementedError
 
+    def finish_steps(self, weights, state):
+        """Called by a loop over ``step`` with its ``weights`` and its final state once it has run, before
+        any gradient of it is taken. Nothing to do for a state that is the last step's alone (the LSTM's);
+        the attention's gradient reads the final cache (``tflatent.layers.attention.cached_attention``)."""
+
 
 class LSTMTimeContext(TimeContext):
     """The paper's time context: an LSTM over [y_t, pos_{t+1}] started from MLP(pos_0).
@@ -196,6 +201,9 @@ class AttentionTimeContext(TimeContext):
 
     def step_weights(self):
         return self.attention.step_weights()
+
+    def finish_steps(self, weights, state):
+        self.attention.finish_steps(weights, state)
 
     def step(self, t, y_prev, step_input, state, weights=None, training=False):
         # The cache's own index is t (the loop's step count); x̃_0 = s replaces y_{−1} at t = 0. The step

@@ -152,12 +152,13 @@ class TimeFlowPrior(keras.layers.Layer):
             y_t, log_prob_t = step_fn(elems_ta.read(t), self.drop(h, training=training))
             return t + 1, y_t, state, ys.write(t, y_t), log_probs.write(t, log_prob_t)
 
-        _, _, _, ys, log_probs = tf.while_loop(
+        _, _, state, ys, log_probs = tf.while_loop(
             lambda t, *_: t < num_steps, body,
             (tf.constant(0), tf.zeros(tf.shape(elems_tm)[1:], elems.dtype),
              context.initial_state(lengths, num_samples, num_steps),
              tf.TensorArray(elems.dtype, size=num_steps), tf.TensorArray(elems.dtype, size=num_steps)),
             maximum_iterations=num_steps)
+        context.finish_steps(weights, state)
         ys = tf.transpose(ys.stack(), [1, 0, 2])  # [S·N, T, H]
         return tf.reshape(ys, shape), tf.reshape(tf.transpose(log_probs.stack()), shape[:3])
 
@@ -176,8 +177,10 @@ class TimeFlowPrior(keras.layers.Layer):
         """
         z, drop_sample_axis = _with_sample_axis(z)
         if self.time_flow == "iaf":
+            flow_weights = self.flow.step_weights()  # read once, before the loop (as the context's)
+
             def step(z_t, context):
-                eps_t, log_det = self.flow.inverse(z_t, context)
+                eps_t, log_det = self.flow.inverse(z_t, context, weights=flow_weights)
                 return eps_t, standard_normal_log_prob(eps_t) + log_det
             _, log_prob = self._sequential(step, z, lengths, training)
         else:
