@@ -79,6 +79,7 @@ class DataConfig:
     batch_size: int = 15  # per replica; the global batch is batch_size × replicas
     eval_batch_size: int = 15
     bucket_chunk_batches: int = 100  # training shuffle chunk, in batches (§6.2)
+    pad_to_multiple: int = 1  # pad each batch's time axis to a multiple (few shapes for XLA); 1: exact
     length_prior_splits: str = "train_valid"  # train_valid (reference) | train
     length_prior_smoothing: float = 0.0  # add-k smoothing of p(T); the reference uses 1 for music
     max_time: Optional[int] = None  # size of the position features; None: derived as in §2.2
@@ -87,7 +88,7 @@ class DataConfig:
 
     _choices = {"dataset": DATASETS, "length_prior_splits": ("train_valid", "train")}
     _positive = ("min_length", "max_length", "batch_size", "eval_batch_size", "bucket_chunk_batches",
-                 "max_time", "train_limit", "eval_limit")
+                 "pad_to_multiple", "max_time", "train_limit", "eval_limit")
     _nonnegative = ("length_prior_smoothing",)
 
 

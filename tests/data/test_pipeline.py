@@ -92,8 +92,33 @@ def test_frames_are_float32_batch_time_channel():
     np.testing.assert_array_equal(x.numpy().sum(axis=(1, 2)), [2 * 88, 3 * 88, 4 * 88])
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_padding_to_a_multiple_keeps_examples_and_lengths_and_stops_at_max_time(lengths, sequences, training):
+    exact = epoch(make_batches(sequences, training=training, batch_size=B, seed=0, chunk_batches=CHUNK))
+    padded = make_batches(sequences, training=training, batch_size=B, seed=0, chunk_batches=CHUNK,
+                          pad_to_multiple=8, max_time=36)
+    shapes = set()
+    for (x, batch_lengths), (indices, want) in zip(padded, exact):
+        longest = int(max(batch_lengths))
+        assert x.shape[1] == max(min(-(-longest // 8) * 8, 36), longest)
+        shapes.add(x.shape[1])
+        np.testing.assert_array_equal(x.numpy()[:, 0] - 1, indices)
+        np.testing.assert_array_equal(batch_lengths, want)
+        mask = np.arange(x.shape[1])[None, :] < batch_lengths.numpy()[:, None]
+        assert (x.numpy()[~mask] == 0).all() and (x.numpy()[mask] > 0).all()
+    assert shapes <= {8, 16, 24, 32, 36, 37, 38, 39}  # few shapes: multiples of 8, then max_time or longer
+
+
+def test_frames_are_padded_to_a_multiple_along_time_only():
+    rolls = tf.RaggedTensor.from_row_lengths(tf.ones([9, 88], tf.uint8), [2, 3, 4])
+    x, _ = next(iter(make_batches(rolls, training=False, batch_size=8, dtype=tf.float32, pad_to_multiple=16)))
+    assert x.shape == (3, 16, 88) and float(tf.reduce_sum(x)) == 9 * 88
+
+
 def test_bad_arguments_are_errors(sequences):
-    with pytest.raises(ValueError, match="batch_size = 0 .* must be >= 1"):
+    with pytest.raises(ValueError, match="pad_to_multiple = 0 must be >= 1"):
+        make_batches(sequences, training=True, batch_size=2, pad_to_multiple=0)
+    with pytest.raises(ValueError, match="batch_size = 0, .* must be >= 1"):
         make_batches(sequences, training=True, batch_size=0)
     with pytest.raises(ValueError, match="empty split"):
         make_batches(sequences[:0], training=False, batch_size=2)

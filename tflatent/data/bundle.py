@@ -121,7 +121,8 @@ class DataBundle:
                             seed=self.seed if seed is None else seed, repeat=repeat,
                             chunk_batches=self.config.bucket_chunk_batches,
                             pad_value=0 if self.is_music else PAD_ID,
-                            dtype=tf.float32 if self.is_music else tf.int32)
+                            dtype=tf.float32 if self.is_music else tf.int32,
+                            pad_to_multiple=self.config.pad_to_multiple, max_time=self.max_time)
 
     def train(self, batch_size: Optional[int] = None, seed: Optional[int] = None,
               repeat: bool = False) -> tf.data.Dataset:

@@ -22,6 +22,8 @@ Each element is ``(x, lengths)``: ``x`` is ``[B, T]`` (tokens) or ``[B, T, D]`` 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import tensorflow as tf
 
 
@@ -64,7 +66,8 @@ def _split_into_batches(order: tf.Tensor, batch_size: int) -> tf.RaggedTensor:
 
 def make_batches(sequences: tf.RaggedTensor, *, training: bool, batch_size: int, seed: int = 0,
                  repeat: bool = False, chunk_batches: int = 100, pad_value=0,
-                 dtype: tf.DType = tf.int32) -> tf.data.Dataset:
+                 dtype: tf.DType = tf.int32, pad_to_multiple: int = 1,
+                 max_time: Optional[int] = None) -> tf.data.Dataset:
     """Padded batches ``(x, lengths)`` of ``sequences`` (ragged ``[N, (T), ...]``).
 
     Args:
@@ -76,9 +79,14 @@ def make_batches(sequences: tf.RaggedTensor, *, training: bool, batch_size: int,
       chunk_batches: the training shuffle chunk, in batches.
       pad_value: the value of padded positions in ``x``.
       dtype: the dtype of ``x``.
+      pad_to_multiple: pads each batch's time axis up to a multiple of this (1: to its longest
+        sequence), so that batches take few distinct shapes: XLA (``train.jit_compile``) compiles once per
+        shape. The lengths are unchanged; every model ignores padding.
+      max_time: the padded time axis never exceeds it (the model's longest accepted length); None: no cap.
     """
-    if batch_size < 1 or chunk_batches < 1:
-        raise ValueError(f"batch_size = {batch_size} and chunk_batches = {chunk_batches} must be >= 1")
+    if batch_size < 1 or chunk_batches < 1 or pad_to_multiple < 1:
+        raise ValueError(f"batch_size = {batch_size}, chunk_batches = {chunk_batches} and pad_to_multiple = "
+                         f"{pad_to_multiple} must be >= 1")
     if sequences.nrows() == 0:
         raise ValueError("cannot batch an empty split (0 examples)")
     lengths = sequences.row_lengths()
@@ -93,8 +101,16 @@ def make_batches(sequences: tf.RaggedTensor, *, training: bool, batch_size: int,
 
     def pad(batch_indices):
         rows = tf.gather(sequences, batch_indices)
-        x = tf.cast(rows.to_tensor(default_value=tf.cast(pad_value, rows.dtype)), dtype)
-        return x, tf.cast(rows.row_lengths(), tf.int32)
+        x = rows.to_tensor(default_value=tf.cast(pad_value, rows.dtype))
+        if pad_to_multiple > 1:
+            steps = tf.shape(x, out_type=tf.int64)[1]
+            padded = (steps + pad_to_multiple - 1) // pad_to_multiple * pad_to_multiple
+            if max_time is not None:
+                padded = tf.maximum(tf.minimum(padded, max_time), steps)
+            extra = tf.stack([tf.constant([0, 0], tf.int64), tf.stack([0, padded - steps])])
+            extra = tf.concat([extra, tf.zeros([tf.rank(x) - 2, 2], tf.int64)], axis=0)
+            x = tf.pad(x, extra, constant_values=tf.cast(pad_value, x.dtype))
+        return tf.cast(x, dtype), tf.cast(rows.row_lengths(), tf.int32)
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
