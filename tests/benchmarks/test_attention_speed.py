@@ -33,12 +33,13 @@ def test_quick_run_of_the_jsb_training_pair(data_dir, tfds_dir, tmp_path, capsys
     assert result["peak_rss_gb"] > 0 and len(result["load_average_before"]) == 3
 
 
-def test_every_pair_has_one_name_and_a_goal_case():
+def test_every_pair_has_one_name_and_a_goal_case_or_none():
     module = load_script()
     pairs = module.pairs()
-    assert len({pair.name for pair in pairs}) == len(pairs) == 4
+    assert len({pair.name for pair in pairs}) == len(pairs) == 6
     for pair in pairs:
         cases = [f"T{n}" for n in pair.lengths] if pair.section == "generate" else [pair.case.name]
-        assert pair.goal_case in cases
-        assert (REPO_CONFIGS / f"{pair.candidate.config}.yaml").is_file()
+        assert pair.goal_case in cases if pair.goal is not None else pair.goal_case is None
+        for side in (pair.baseline, pair.candidate):
+            assert (REPO_CONFIGS / f"{side.config}.yaml").is_file()
 
