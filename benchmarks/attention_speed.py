@@ -12,12 +12,17 @@ Pairs (baseline → candidate; goal: the candidate's speed-up = baseline s / can
   sequences of T 256; goal > 1×.
 * ``train_jsb_af_af`` / ``train_jsb_iaf_scf``: one paper-size JSB training step on model_speed.py's
   ``equal57`` batch (the first 5 training sequences of length 57), compiled as ``Model.fit`` compiles it:
-  ``jsb_chorales_af_af.yaml`` → the same with ``model.{inference,emission,prior}_network=transformer``,
-  and ``jsb_chorales_iaf_scf.yaml`` → ``jsb_chorales_iaf_scf_attention.yaml``; goal ≥ 2×.
-* ``train_nottingham_iaf_scf`` / ``train_nottingham_iaf_scf_xla``: one CPU-width Nottingham IAF/SCF
-  training step on a bucketed batch of mean length 385 (the 90th percentile), ``nottingham_iaf_scf_small``
-  → ``nottingham_iaf_scf_attention_small``, without and with ``train.jit_compile`` (and
-  ``data.pad_to_multiple=32``, as a run with it would batch); measured, no goal.
+  ``jsb_chorales_af_af.yaml`` → ``jsb_chorales_af_af_attention.yaml`` and ``jsb_chorales_iaf_scf.yaml`` →
+  ``jsb_chorales_iaf_scf_attention.yaml``; goal ≥ 2×. Each side runs as its config trains: the LSTM
+  models without XLA (their fastest on a CPU), the attention ones with ``train.jit_compile`` on the
+  batch padded to ``data.pad_to_multiple`` (16: T 57 → 64).
+* ``train_jsb_iaf_scf_no_xla``: the same, the attention model without XLA or padding; and
+  ``train_jsb_iaf_scf_lstm_xla``: the LSTM model with XLA against the attention one (as shipped). Measured,
+  no goal: what XLA gives each.
+* ``train_nottingham_iaf_scf`` / ``train_nottingham_iaf_scf_no_xla``: one CPU-width Nottingham IAF/SCF
+  training step on a bucketed batch of mean length 385 (the 90th percentile; T 387, padded to 400 with XLA),
+  ``nottingham_iaf_scf_small`` → ``nottingham_iaf_scf_attention_small``, as shipped and without XLA or
+  padding; measured, no goal.
 
 Models have untrained weights (generation runs the same operations whatever the weights). Generation is
 ``model.generate(lengths=[T] * B, seed=r)``, as ``model_speed.py`` times it; the batches, the timer,
@@ -66,6 +71,7 @@ ATTENTION_EVERYWHERE = ("model.inference_network=transformer", "model.emission_n
 TINY_ATTENTION = ("model.attention_units=8", "model.attention_heads=2", "model.attention_feed_forward_units=8",
                   "model.attention_layers=1")
 QUICK_LENGTHS = (4, 8)
+NO_XLA = ("train.jit_compile=false", "data.pad_to_multiple=1")  # the attention configs' speed settings off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,23 +105,29 @@ def pairs() -> list[Pair]:
     bucketed385 = model_speed.Case("bucketed", 385)  # Nottingham's 90th-percentile length
     notts_lstm = Side("IAF/SCF, LSTMs", "nottingham_iaf_scf_small")
     notts_attention = Side("IAF/SCF, attention", "nottingham_iaf_scf_attention_small")
+    jsb_iaf_lstm = Side("IAF/SCF, LSTMs", "jsb_chorales_iaf_scf")
+    jsb_iaf_attention = Side("IAF/SCF, attention", "jsb_chorales_iaf_scf_attention")
     return [
         Pair("generate_b1", "generate", iaf_lstm, iaf_attention, 3.0, "T256", batch_size=1, lengths=(64, 256)),
         Pair("generate_b16", "generate", Side("LSTM baseline", "ptb_lstm"), iaf_attention, 1.0, "T256",
              batch_size=16, lengths=(256,)),
         Pair("train_jsb_af_af", "train", Side("AF/AF, LSTMs", "jsb_chorales_af_af"),
-             Side("AF/AF, attention", "jsb_chorales_af_af", ATTENTION_EVERYWHERE), 2.0, "equal57",
+             Side("AF/AF, attention", "jsb_chorales_af_af_attention"), 2.0, "equal57", batch_size=5, case=equal57),
+        Pair("train_jsb_iaf_scf", "train", jsb_iaf_lstm, jsb_iaf_attention, 2.0, "equal57", batch_size=5,
+             case=equal57),
+        # What XLA gives each side: measured, no goal.
+        Pair("train_jsb_iaf_scf_no_xla", "train", jsb_iaf_lstm,
+             Side("IAF/SCF, attention, no XLA", "jsb_chorales_iaf_scf_attention", NO_XLA), None, None,
              batch_size=5, case=equal57),
-        Pair("train_jsb_iaf_scf", "train", Side("IAF/SCF, LSTMs", "jsb_chorales_iaf_scf"),
-             Side("IAF/SCF, attention", "jsb_chorales_iaf_scf_attention"), 2.0, "equal57",
-             batch_size=5, case=equal57),
+        Pair("train_jsb_iaf_scf_lstm_xla", "train",
+             Side("IAF/SCF, LSTMs, XLA", "jsb_chorales_iaf_scf", ("train.jit_compile=true",)), jsb_iaf_attention,
+             None, None, batch_size=5, case=equal57),
         # Long sequences, where the IAF density's cached attention steps cost O(T_max) each: no goal.
         Pair("train_nottingham_iaf_scf", "train", notts_lstm, notts_attention, None, None, batch_size=5,
              case=bucketed385),
-        Pair("train_nottingham_iaf_scf_xla", "train", notts_lstm,
-             Side("IAF/SCF, attention, XLA", "nottingham_iaf_scf_attention_small",
-                  ("train.jit_compile=true", "data.pad_to_multiple=32")), None, None, batch_size=5,
-             case=bucketed385),
+        Pair("train_nottingham_iaf_scf_no_xla", "train", notts_lstm,
+             Side("IAF/SCF, attention, no XLA", "nottingham_iaf_scf_attention_small", NO_XLA), None, None,
+             batch_size=5, case=bucketed385),
     ]
 
 
@@ -161,16 +173,20 @@ def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object,
             model.compile(optimizer=optimizers.make_optimizer(config.train), jit_compile=config.train.jit_compile)
             model.optimizer.build(model.trainable_variables)
             model.make_train_function()
-        sides.append((model, bundle))
+        sides.append((model, bundle, config))
     out = []
     if pair.section == "train":
         batches = model_speed.pick_batches(sides[0][1], pair.case, pair.batch_size, args.quick)
 
-        def train_step(model):
-            return lambda: [float(model.train_function(iter([batch]))["loss"]) for batch in batches]
+        def train_step(model, bundle, config):  # on the batches as the side's config pads them
+            padded = [pad_time(x, lengths, config.data.pad_to_multiple, model.max_time, bundle.pad_id or 0)
+                      for x, lengths in batches]
+            return lambda: [float(model.train_function(iter([batch]))["loss"]) for batch in padded]
 
-        out.append((pair.case.name, model_speed.describe(batches), fields,
-                    *(train_step(model) for model, _ in sides)))
+        for role, (model, bundle, config) in zip(("baseline", "candidate"), sides):
+            fields[role]["padded_steps"] = int(pad_time(*batches[0], config.data.pad_to_multiple, model.max_time,
+                                                        0)[0].shape[1])
+        out.append((pair.case.name, model_speed.describe(batches), fields, *(train_step(*side) for side in sides)))
         return out
     for length in (QUICK_LENGTHS if args.quick else pair.lengths):
         def generate(model, length=length):
@@ -178,8 +194,20 @@ def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object,
             lengths = [length] * pair.batch_size
             return lambda: np.asarray(model.generate(lengths=lengths, seed=next(seeds))[0])
 
-        out.append((f"T{length}", f"{pair.batch_size}x{length}", fields, *(generate(model) for model, _ in sides)))
+        out.append((f"T{length}", f"{pair.batch_size}x{length}", fields,
+                    *(generate(model) for model, _, _ in sides)))
     return out
+
+
+def pad_time(x, lengths, multiple: int, max_time: int, pad_value):
+    """(x, lengths) with x's time axis padded up to a multiple of ``multiple`` (never beyond ``max_time``),
+    as a run with ``data.pad_to_multiple`` batches it (``tflatent.data.pipeline.make_batches``)."""
+    import tensorflow as tf
+
+    steps = int(x.shape[1])
+    padded = max(min(-(-steps // multiple) * multiple, max_time), steps)
+    extra = [[0, 0], [0, padded - steps]] + [[0, 0]] * (len(x.shape) - 2)
+    return tf.pad(x, extra, constant_values=tf.cast(pad_value, x.dtype)), lengths
 
 
 def alternate(baseline, candidate, warmups: int, reps: int) -> dict:

@@ -48,3 +48,18 @@ def test_sequence_seeds_take_numpy_arrays_as_tensors():
     lengths = np.array([2, 1], np.int32)
     np.testing.assert_array_equal(sequence_seeds(7, x, lengths),
                                   sequence_seeds(7, tf.constant(x), tf.constant(lengths)))
+
+
+def test_sequence_seeds_are_tensorflows_fold_in_of_each_key_also_for_an_empty_batch_under_xla():
+    """Vectorised, they equal ``stateless_fold_in(seed, key_b)`` sequence by sequence (the seeds, hence the
+    noise, of earlier versions); a replica's share of an uneven batch can be empty, which a ``map_fn``
+    under XLA refused ("Slice dim size 1 greater than dynamic slice dimension: 0")."""
+    x = tf.constant([[5, 6, 7, 0], [5, 6, 7, 8]])
+    lengths = tf.constant([3, 4])
+    seeds = sequence_seeds(11, x, lengths).numpy()
+    for b in range(2):
+        key = sequence_seeds(11, x[b:b + 1], lengths[b:b + 1]).numpy()[0, 1]
+        np.testing.assert_array_equal(seeds[b], tf.random.experimental.stateless_fold_in(stateless_seed(11), key))
+    compiled = tf.function(lambda x, lengths: sequence_seeds(11, x, lengths), jit_compile=True)
+    np.testing.assert_array_equal(compiled(x, lengths), seeds)
+    assert compiled(x[:0], lengths[:0]).shape == (0, 2)

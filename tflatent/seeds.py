@@ -58,6 +58,7 @@ def sequence_seeds(seed, x, lengths):
     weights = (tf.range(steps) + 1) * tf.constant(_KEY_STEP - 2**32, tf.int32)  # [T]
     mask = tf.sequence_mask(lengths, steps, tf.int32)
     keys = tf.reduce_sum((codes + 1) * weights * mask, axis=1) + tf.cast(lengths, tf.int32)  # [B]
-    base = stateless_seed(seed)
-    return tf.map_fn(lambda key: tf.random.experimental.stateless_fold_in(base, key), keys,
-                     fn_output_signature=tf.TensorSpec([2], tf.int32))
+    # stateless_fold_in(base, key) for every key at once: it is [a full-range int drawn from base, key]
+    # (TensorFlow's definition), and a map_fn over an empty batch (a replica's share) fails under XLA.
+    first = tf.random.stateless_uniform([], seed=stateless_seed(seed), minval=None, maxval=None, dtype=tf.int32)
+    return tf.stack([tf.fill(tf.shape(keys), first), keys], axis=1)

@@ -26,6 +26,10 @@ def test_quick_run_of_the_jsb_training_pair(data_dir, tfds_dir, tmp_path, capsys
     baseline, candidate = result["baseline"], result["candidate"]
     assert baseline["networks"] == {"inference": "lstm", "emission": "lstm", "prior": "lstm"}
     assert candidate["networks"] == {"inference": "transformer", "emission": "transformer", "prior": "transformer"}
+    # Each side on the batch as its config pads it: the attention configs to a multiple of 16 steps.
+    steps = int(result["batch"].split("x")[1].split()[0])  # "5x6 equal"
+    assert baseline["padded_steps"] == steps and candidate["padded_steps"] % 16 == 0
+    assert candidate["padded_steps"] >= steps
     for side in (baseline, candidate):
         assert side["seconds"] > 0 and side["cpu_seconds"] >= 0 and side["repetitions"] == 1
     assert result["speedup"] == baseline["seconds"] / candidate["seconds"]
@@ -36,7 +40,7 @@ def test_quick_run_of_the_jsb_training_pair(data_dir, tfds_dir, tmp_path, capsys
 def test_every_pair_has_one_name_and_a_goal_case_or_none():
     module = load_script()
     pairs = module.pairs()
-    assert len({pair.name for pair in pairs}) == len(pairs) == 6
+    assert len({pair.name for pair in pairs}) == len(pairs) == 8
     for pair in pairs:
         cases = [f"T{n}" for n in pair.lengths] if pair.section == "generate" else [pair.case.name]
         assert pair.goal_case in cases if pair.goal is not None else pair.goal_case is None

@@ -12,6 +12,7 @@ from tflatent.layers.lstm import LSTMStack
 from tflatent.layers.position import PositionFeatures
 from tflatent.layers.sequence_network import BidirectionalAttention, BidirectionalLSTM
 from tflatent.models.inference import InferenceNetwork
+from tflatent.seeds import sequence_seeds
 
 V, E, H, Z, MAX_T = 9, 6, 8, 3, 10
 X = tf.constant([[1, 2, 3, 4, 5], [6, 7, 8, 0, 0], [2, 0, 0, 0, 0]])
@@ -146,6 +147,22 @@ def test_compiles_under_xla_with_the_same_samples_and_gradients():
 
     eager = run(X, LENGTHS)
     compiled = tf.function(run, jit_compile=True)(X, LENGTHS)
-    np.testing.assert_allclose(compiled[0], eager[0], atol=1e-5)  # the same noise for the same seed
+    # The same noise: the seed is a constant, whose draw TensorFlow folds before XLA (a seed passed in
+    # would draw from XLA's own stream; test_per_sequence_noise_compiles_under_xla_also_for_an_empty_batch).
+    np.testing.assert_allclose(compiled[0], eager[0], atol=1e-5)
     for a, b in zip(compiled[1], eager[1]):
         np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), rtol=1e-4, atol=1e-5)
+
+
+def test_per_sequence_noise_compiles_under_xla_also_for_an_empty_batch():
+    """Per-sequence seeds (``sequence_seeds``) under XLA: a sequence's draw does not depend on the rest of
+    the batch, and a replica's empty share of an uneven batch gives empty samples (a map_fn over no
+    seeds does not compile). XLA's random stream is not TensorFlow's kernels', so eager draws differ."""
+    q = network()
+    mu, logvar = q(X, LENGTHS)
+    seeds = sequence_seeds(4, X, LENGTHS)
+    draw = tf.function(lambda mu, logvar, seeds: q.sample(mu, logvar, 2, seed=seeds), jit_compile=True)
+    z, _ = draw(mu, logvar, seeds)
+    np.testing.assert_allclose(draw(mu[1:], logvar[1:], seeds[1:])[0], z[:, 1:], atol=1e-6)
+    empty, log_q = draw(mu[:0], logvar[:0], seeds[:0])
+    assert empty.shape == (2, 0, 5, Z) and log_q.shape == (2, 0, 5)

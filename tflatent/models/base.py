@@ -17,6 +17,11 @@ averaged over the batch. What the callers may rely on:
 ``from_config_fields``   the model a ``tflatent.config.Config`` asks for on a data bundle, built
 =======================  ==================================================================================
 
+Training is Keras's: ``train_step`` and ``test_step`` are written once here, on three methods a model
+supplies (``training_loss``, ``evaluation_terms``, ``update_metrics``), so that XLA (``compile(...,
+jit_compile=True)``, config ``train.jit_compile``) works the same on one device and on several
+replicas (``compile`` says how).
+
 ``SequenceModel`` is a ``keras.Model`` subclass rather than a mixin or a ``typing.Protocol``: both
 models are Keras models with their own ``train_step`` (so ``fit``, callbacks and checkpoints treat them
 alike), the contract's shared parts (the p(T) table, the split evaluation, the input signature) need
@@ -33,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflatent.models import likelihood
+from tflatent.training.distribute import global_average, global_count
 
 
 class SequenceModel(keras.Model):
@@ -76,6 +82,71 @@ class SequenceModel(keras.Model):
     def length_log_prob(self, lengths):
         """log p(T) [B] for lengths [B]."""
         return tf.gather(self.length_log_prob_table, lengths)
+
+    # ------------------------------------------------------------------ training (Keras)
+    def compile(self, optimizer="rmsprop", *args, jit_compile="auto", run_eagerly=False, **kwargs):
+        """``keras.Model.compile``, whose XLA (``jit_compile``) also runs under several replicas.
+
+        Keras XLA-compiles its whole step, ``strategy.run`` included, into one program on the first
+        device; with several replicas that program reads the other replicas' variables and fails
+        ("Trying to access resource ... located in device CPU:1 from device CPU:0", also on GPUs;
+        keras-team/keras#19005). There, Keras compiles nothing and each replica compiles its own forward
+        and backward pass (``training_loss`` and its gradients) and its evaluation terms instead; the
+        optimizer's update, which reduces the gradients across replicas, runs outside XLA. On one device
+        Keras compiles the whole step. ``"auto"`` is Keras's choice (XLA on an accelerator).
+        """
+        if jit_compile == "auto":
+            jit_compile = not run_eagerly and self._resolve_auto_jit_compile()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self._xla_per_replica = bool(jit_compile) and not run_eagerly and replicas > 1
+        self._xla_functions = {}
+        super().compile(optimizer, *args, jit_compile=bool(jit_compile) and not self._xla_per_replica,
+                        run_eagerly=run_eagerly, **kwargs)
+
+    @property
+    def xla_per_replica(self) -> bool:
+        """Whether each replica XLA-compiles its own step (``compile``'s XLA under several replicas)."""
+        return getattr(self, "_xla_per_replica", False)
+
+    def _replica_function(self, method):
+        """``method``, XLA-compiled once per model when ``xla_per_replica`` (else as it is)."""
+        if not self.xla_per_replica:
+            return method
+        name = method.__name__
+        if name not in self._xla_functions:
+            self._xla_functions[name] = tf.function(method, jit_compile=True, reduce_retracing=True)
+        return self._xla_functions[name]
+
+    def train_step(self, data):
+        x, lengths = data[:2]  # (x, lengths) batches; train_on_batch appends a (None) sample weight
+        count = global_count(tf.cast(lengths, tf.float32))  # the global batch (an all-reduce: outside XLA)
+        terms, grads = self._replica_function(self._terms_and_gradients)(x, lengths, count)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self.update_metrics(*terms)
+
+    def test_step(self, data):
+        x, lengths = data[:2]
+        return self.update_metrics(*self._replica_function(self.evaluation_terms)(x, lengths))
+
+    def _terms_and_gradients(self, x, lengths, count):
+        """(``training_loss``'s terms, gradients of the loss averaged over the global batch of ``count``)."""
+        with tf.GradientTape() as tape:
+            loss, terms = self.training_loss(x, lengths)
+            scaled = global_average(loss, count)  # ÷ the global batch under tf.distribute, even or not
+            scaled = self.optimizer.scale_loss(scaled)  # mixed precision's loss scaling (else identity)
+        return terms, tape.gradient(scaled, self.trainable_variables)
+
+    def training_loss(self, x, lengths):
+        """(per-sequence training loss [B], the terms ``update_metrics`` takes) of one training batch."""
+        raise NotImplementedError(f"{type(self).__name__}.training_loss")
+
+    def evaluation_terms(self, x, lengths):
+        """The terms ``update_metrics`` takes, of one validation batch."""
+        raise NotImplementedError(f"{type(self).__name__}.evaluation_terms")
+
+    def update_metrics(self, *terms):
+        """Updates the metrics with one batch's terms; returns {name: value} of every metric."""
+        raise NotImplementedError(f"{type(self).__name__}.update_metrics")
 
     def log_likelihood(self, x, lengths, *, num_samples=None, chunk=None, seed=None):
         """log p(x | T) + log p(T) per sequence [B] (docs/reference.md §5.1).

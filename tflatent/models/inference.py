@@ -89,12 +89,12 @@ class InferenceNetwork(keras.layers.Layer):
         shape = tf.concat([[num_samples], tf.shape(mu)], axis=0)
         if seed is not None and not isinstance(seed, int) and tf.convert_to_tensor(seed).shape.rank == 2:
             per_sequence = tf.stack([tf.shape(mu)[1], num_samples, self.z_size])  # [T, S, Z]
-            def draw():  # Philox explicitly: the default algorithm differs with and without XLA
-                return tf.map_fn(
-                    lambda s: tf.random.stateless_normal(per_sequence, seed=s, dtype=mu.dtype, alg="philox"),
-                    tf.cast(seed, tf.int32), fn_output_signature=tf.TensorSpec([None, None, self.z_size], mu.dtype))
-            # A replica's share of an uneven batch may be empty, which map_fn cannot stack.
-            eps = tf.cond(tf.shape(mu)[0] > 0, draw, lambda: tf.zeros(tf.concat([[0], per_sequence], 0), mu.dtype))
+            # A replica's share of an uneven batch may be empty, which map_fn cannot stack and XLA cannot
+            # compile (not even in an untaken tf.cond branch): one extra seed, its draw dropped.
+            seeds = tf.concat([tf.cast(seed, tf.int32), tf.zeros([1, 2], tf.int32)], axis=0)
+            eps = tf.map_fn(  # Philox explicitly: the default algorithm differs with and without XLA
+                lambda s: tf.random.stateless_normal(per_sequence, seed=s, dtype=mu.dtype, alg="philox"),
+                seeds, fn_output_signature=tf.TensorSpec([None, None, self.z_size], mu.dtype))[:-1]
             eps = tf.transpose(eps, [2, 0, 1, 3])  # [B, T, S, Z] → [S, B, T, Z]
         else:
             # Philox explicitly: the default algorithm differs with and without XLA for the same seed.

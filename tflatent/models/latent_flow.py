@@ -38,7 +38,6 @@ from tflatent.models.emission import EmissionNetwork
 from tflatent.models.inference import InferenceNetwork
 from tflatent.priors.time_flow import TimeFlowPrior
 from tflatent.seeds import replica_step_seed, sequence_seeds, stateless_seed
-from tflatent.training.distribute import global_average
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -186,26 +185,20 @@ class LatentFlowModel(SequenceModel):
         return -tf.reduce_sum(recon + kl, axis=-1)
 
     # ------------------------------------------------------------------ Keras training
-    def _update_metrics(self, loss, recon, kl):
+    def update_metrics(self, loss, recon, kl):
         self.loss_tracker.update_state(loss)
         self.recon_tracker.update_state(recon)
         self.kl_tracker.update_state(kl)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        x, lengths = data
-        seed = replica_step_seed(self.seed, self.optimizer.iterations)
-        with tf.GradientTape() as tape:
-            loss, recon, kl = self.objective(x, lengths, training=True, seed=seed)
-            scaled = global_average(loss)  # ÷ the global batch under tf.distribute, even or not
-            scaled = self.optimizer.scale_loss(scaled)  # mixed precision's loss scaling (else identity)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self._update_metrics(loss, recon, kl)
+    def training_loss(self, x, lengths):
+        """The objective of one training step with its replica's noise: (loss [B], (loss, recon, kl))."""
+        terms = self.objective(x, lengths, training=True,
+                               seed=replica_step_seed(self.seed, self.optimizer.iterations))
+        return terms[0], terms
 
-    def test_step(self, data):
-        x, lengths = data
-        return self._update_metrics(*self.objective(x, lengths, seed=sequence_seeds(self.seed, x, lengths)))
+    def evaluation_terms(self, x, lengths):
+        return self.objective(x, lengths, seed=sequence_seeds(self.seed, x, lengths))
 
     def call(self, inputs, training=False):
         """The per-sequence objective for (x, lengths): [B]."""

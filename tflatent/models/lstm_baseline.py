@@ -35,7 +35,6 @@ from tflatent.layers.position import PositionFeatures
 from tflatent.models.base import SequenceModel
 from tflatent.models.emission import emission_distribution
 from tflatent.seeds import stateless_seed
-from tflatent.training.distribute import global_average
 
 
 @keras.saving.register_keras_serializable(package="tflatent")
@@ -153,24 +152,17 @@ class LSTMBaseline(SequenceModel):
         nll = -(self.sequence_log_prob(x, lengths, training=training) + self.length_log_prob(lengths))
         return nll, tf.cast(lengths, nll.dtype) + 1.0
 
-    def _update_metrics(self, nll, tokens):
+    def update_metrics(self, nll, tokens):
         self.loss_tracker.update_state(nll / tokens)
         self.nll_tracker.update_state(nll / tokens, sample_weight=tokens)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        x, lengths = data[:2]  # (x, lengths) batches; train_on_batch appends a (None) sample weight
-        with tf.GradientTape() as tape:
-            nll, tokens = self._objective(x, lengths, training=True)
-            loss = global_average(nll / tokens)  # ÷ the global batch under tf.distribute, even or not
-            loss = self.optimizer.scale_loss(loss)  # mixed precision's loss scaling (else identity)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self._update_metrics(nll, tokens)
+    def training_loss(self, x, lengths):
+        nll, tokens = self._objective(x, lengths, training=True)
+        return nll / tokens, (nll, tokens)
 
-    def test_step(self, data):
-        x, lengths = data[:2]
-        return self._update_metrics(*self._objective(x, lengths, training=False))
+    def evaluation_terms(self, x, lengths):
+        return self._objective(x, lengths, training=False)
 
     # ------------------------------------------------------------------ sampling
     def generate(self, lengths=None, num_samples=None, temperature=1.0, seed=None):

@@ -164,17 +164,28 @@ def set_precision(mixed_precision: bool, strategy: tf.distribute.Strategy) -> st
     return policy
 
 
-def global_average(per_example: tf.Tensor) -> tf.Tensor:
-    """Σ of this replica's per-example losses ÷ the number of examples in the whole step's batch.
+def global_count(per_example: tf.Tensor) -> tf.Tensor:
+    """The number of examples in the whole step's batch (float): this replica's, summed across replicas.
 
-    The replicas' results add up to the mean over the global batch, also when it splits unevenly
-    (``tf.nn.compute_average_loss`` would divide by this replica's batch × replicas): the count is
-    summed across replicas. Outside a multi-replica context it is the plain mean.
+    An all-reduce under a multi-replica strategy, so call it in the replica function itself, not inside
+    a nested (e.g. XLA-compiled) ``tf.function``. Outside a multi-replica context: the batch size.
     """
     count = tf.cast(tf.shape(per_example)[0], per_example.dtype)
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return count
+
+
+def global_average(per_example: tf.Tensor, count: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """Σ of this replica's per-example losses ÷ the number of examples in the whole step's batch.
+
+    The replicas' results add up to the mean over the global batch, also when it splits unevenly
+    (``tf.nn.compute_average_loss`` would divide by this replica's batch × replicas). ``count``: that
+    number, from :func:`global_count` (None: computed here). Outside a multi-replica context it is the
+    plain mean.
+    """
+    count = global_count(per_example) if count is None else tf.cast(count, per_example.dtype)
     return tf.math.divide_no_nan(tf.reduce_sum(per_example), count)
 
 
