@@ -1,6 +1,6 @@
 """Self-attention against the LSTMs (issue 16's acceptance figures), pair by pair on this machine.
 
-    python benchmarks/attention_speed.py [--match NAME] [--reps 7] [--warmups 2] [--quick]
+    python benchmarks/attention_speed.py [--match NAME] [--reps 7] [--warmups 2] [--rounds 2] [--quick]
                                          [--in-process] [--output FILE] [--data-dir DIR] [--tfds-dir DIR]
 
 Pairs (baseline → candidate; goal: the candidate's speed-up = baseline s / candidate s):
@@ -28,18 +28,24 @@ Models have untrained weights (generation runs the same operations whatever the 
 ``model.generate(lengths=[T] * B, seed=r)``, as ``model_speed.py`` times it; the batches, the timer,
 the peak RSS and the machine description are ``model_speed.py``'s.
 
-Timing: both models of a pair are built in one process; after ``--warmups`` calls of each (the first
-includes tracing and XLA compilation, reported as ``first_call_seconds``), ``--reps`` rounds each call the
-baseline once and the candidate once, so that a change of load hits both. Per side: the median wall
-seconds (with min and max) and the median process CPU seconds of its calls. ``speedup`` and
-``cpu_speedup`` are baseline / candidate; ``goal_met`` judges the wall speed-up (the acceptance's), with
-``goal_met_cpu`` beside it (on a loaded machine wall time grows with the load, CPU time much less).
+Timing: a generation pair builds both models in one process (both sample with TensorFlow's default
+threads, as ``tflatent.generate`` does); after ``--warmups`` calls of each (the first includes tracing and
+XLA compilation, reported as ``first_call_seconds``), ``--reps`` rounds each call the baseline once and the
+candidate once, so that a change of load hits both. A training pair runs each side in processes of its
+own, ``--rounds`` per side, alternating baseline and candidate processes, each timing ``--reps`` calls
+after its warm-ups: so each side trains with the threads per op that ``tflatent.train`` chooses for its
+config (``tflatent/cpu_threads.py``: one per op for the models with LSTMs on 2 cores, TensorFlow's
+default for attention everywhere), which one process cannot give both. Per side: the median wall seconds
+(with min and max) and the median process CPU seconds of its calls. ``speedup`` and ``cpu_speedup`` are
+baseline / candidate; ``goal_met`` judges the wall speed-up (the acceptance's), with ``goal_met_cpu``
+beside it (on a loaded machine wall time grows with the load, CPU time much less).
 
-Memory: each pair runs in its own Python process and ``peak_rss_gb`` is that process's peak (both
-models, their warm-ups and timed calls); with ``--in-process`` (implied by ``--quick``) it is this
-process's running peak (``peak_rss_scope`` says which). The 1-minute load average before and after each
-case is recorded. ``--quick``: tiny models, T 4 and 8, batches of about 20 steps, one call of each after
-one warm-up (a smoke test of the script, not a measurement).
+Memory: ``peak_rss_gb`` is the peak of the pair's process (generation: both models), of the larger
+side's processes (training), or with ``--in-process`` (implied by ``--quick``; both sides then share this
+process and the first side's threads) this process's running peak (``peak_rss_scope`` says which). The
+1-minute load average before and after each case is recorded. ``--quick``: tiny models, T 4 and 8,
+batches of about 20 steps, one call of each after one warm-up (a smoke test of the script, not a
+measurement).
 
 Prints one JSON object on stdout and a table on stderr; asserts nothing.
 """
@@ -132,8 +138,9 @@ def pairs() -> list[Pair]:
 
 
 # ---------------------------------------------------------------------------------------------- one pair
-def build(side: Side, args, bundles: dict, sampling: bool = False):
-    """(config, data bundle, model, threads per op in effect) of one side."""
+def build(side: Side, args, bundles: dict, sampling: bool = False, model: bool = True):
+    """(config, data bundle, model, threads per op in effect) of one side (``model=False``: no model, and
+    the threads are left as they are)."""
     import keras
 
     from tflatent import config as config_lib
@@ -144,24 +151,31 @@ def build(side: Side, args, bundles: dict, sampling: bool = False):
     quick = (*model_speed.TINY, *TINY_ATTENTION) if args.quick else ()
     overrides = [f"data.data_dir={args.data_dir}", f"data.tfds_dir={args.tfds_dir}", *side.overrides, *quick]
     config = config_lib.load(str(REPO / "configs" / f"{side.config}.yaml"), overrides)
-    # One process per pair: the baseline, built first, sets the threads per op for both (its best choice;
-    # for generation TensorFlow's default, as model_speed.py and tflatent.generate use).
-    threads = cpu_threads.configure(config, sampling=sampling)
-    keras.utils.set_random_seed(0)
+    # The threads per op that tflatent.train (or, sampling, tflatent.generate) chooses for this config,
+    # set before anything starts TensorFlow's runtime (the data too). In a process with both sides the
+    # first one built sets them for both (see the module docstring).
+    threads = cpu_threads.configure(config, sampling=sampling) if model else None
     key = json.dumps(dataclasses.asdict(config.data), sort_keys=True)
     if key not in bundles:
         bundles[key] = load_dataset(config.data, seed=0)
+    if not model:
+        return config, bundles[key], None, None
+    keras.utils.set_random_seed(0)
     return config, bundles[key], build_model(config, bundles[key]), threads
 
 
-def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object, object]]:
-    """[(case, batch description, {side: common fields}, baseline call, candidate call)] of a pair."""
+ROLES = ("baseline", "candidate")
+
+
+def calls(pair: Pair, args, bundles: dict, roles=ROLES) -> list[tuple]:
+    """[(case, batch description, {role: common fields}, one call per role)] of a pair, for ``roles``."""
     import numpy as np
 
     from tflatent.training import optimizers
 
     sides, fields = [], {}
-    for role, side in (("baseline", pair.baseline), ("candidate", pair.candidate)):
+    for role in roles:
+        side = getattr(pair, role)
         config, bundle, model, threads = build(side, args, bundles, sampling=pair.section == "generate")
         fields[role] = {"label": side.label, "config": f"configs/{side.config}.yaml",
                         "overrides": list(side.overrides), "parameters": int(model.count_params()),
@@ -176,14 +190,16 @@ def calls(pair: Pair, args, bundles: dict) -> list[tuple[str, str, dict, object,
         sides.append((model, bundle, config))
     out = []
     if pair.section == "train":
-        batches = model_speed.pick_batches(sides[0][1], pair.case, pair.batch_size, args.quick)
+        # The baseline's data (both sides train on the same sequences), also in a candidate's own process.
+        source = sides[0][1] if roles[0] == "baseline" else build(pair.baseline, args, bundles, model=False)[1]
+        batches = model_speed.pick_batches(source, pair.case, pair.batch_size, args.quick)
 
         def train_step(model, bundle, config):  # on the batches as the side's config pads them
             padded = [pad_time(x, lengths, config.data.pad_to_multiple, model.max_time, bundle.pad_id or 0)
                       for x, lengths in batches]
             return lambda: [float(model.train_function(iter([batch]))["loss"]) for batch in padded]
 
-        for role, (model, bundle, config) in zip(("baseline", "candidate"), sides):
+        for role, (model, bundle, config) in zip(roles, sides):
             fields[role]["padded_steps"] = int(pad_time(*batches[0], config.data.pad_to_multiple, model.max_time,
                                                         0)[0].shape[1])
         out.append((pair.case.name, model_speed.describe(batches), fields, *(train_step(*side) for side in sides)))
@@ -230,27 +246,83 @@ def alternate(baseline, candidate, warmups: int, reps: int) -> dict:
     return out
 
 
+def judge(pair: Pair, case: str, batch: str, base: dict, cand: dict, args, load_before, load_after, peak_rss,
+          scope: str) -> dict:
+    """One case's result: both sides, the speed-ups and the goal."""
+    speedup, cpu_speedup = base["seconds"] / cand["seconds"], base["cpu_seconds"] / cand["cpu_seconds"]
+    judged = pair.goal is not None and (case == pair.goal_case or args.quick)
+    result = {"name": f"{pair.name}/{case}", "pair": pair.name, "section": pair.section, "case": case,
+              "batch": batch, "baseline": base, "candidate": cand, "speedup": speedup, "cpu_speedup": cpu_speedup,
+              "goal_speedup": pair.goal if judged else None,
+              "goal_met": speedup >= pair.goal if judged else None,
+              "goal_met_cpu": cpu_speedup >= pair.goal if judged else None,
+              "load_average_before": load_before, "load_average_after": load_after,
+              "peak_rss_gb": peak_rss, "peak_rss_scope": scope}
+    print(f"  {result['name']}: {base['seconds']:.3f} → {cand['seconds']:.3f} s ({speedup:.2f}×)",
+          file=sys.stderr, flush=True)
+    return result
+
+
 def run_pair(pair: Pair, args) -> list[dict]:
+    """A pair with both sides in this process, calls alternating (generation pairs; ``--in-process``)."""
     warmups, reps = (1, 1) if args.quick else (args.warmups, args.reps)
     results = []
     for case, batch, fields, baseline, candidate in calls(pair, args, {}):
         load_before = list(os.getloadavg())
         timing = alternate(baseline, candidate, warmups, reps)
-        base, cand = timing["baseline"], timing["candidate"]
-        speedup, cpu_speedup = base["seconds"] / cand["seconds"], base["cpu_seconds"] / cand["cpu_seconds"]
-        judged = pair.goal is not None and (case == pair.goal_case or args.quick)
-        result = {"name": f"{pair.name}/{case}", "pair": pair.name, "section": pair.section, "case": case,
-                  "batch": batch, "baseline": {**fields["baseline"], **base},
-                  "candidate": {**fields["candidate"], **cand}, "speedup": speedup, "cpu_speedup": cpu_speedup,
-                  "goal_speedup": pair.goal if judged else None,
-                  "goal_met": speedup >= pair.goal if judged else None,
-                  "goal_met_cpu": cpu_speedup >= pair.goal if judged else None,
-                  "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
-                  "peak_rss_gb": model_speed.peak_rss_gb(),
-                  "peak_rss_scope": "running process peak" if args.in_process else "process (both models of the pair)"}
-        results.append(result)
-        print(f"  {result['name']}: {base['seconds']:.3f} → {cand['seconds']:.3f} s ({speedup:.2f}×)",
-              file=sys.stderr, flush=True)
+        results.append(judge(pair, case, batch, {**fields["baseline"], **timing["baseline"]},
+                             {**fields["candidate"], **timing["candidate"]}, args, load_before,
+                             list(os.getloadavg()), model_speed.peak_rss_gb(),
+                             "running process peak" if args.in_process else "process (both models of the pair)"))
+    return results
+
+
+def time_side(pair: Pair, role: str, args) -> list[dict]:
+    """One side of a pair in this process: per case, its fields and ``--warmups`` + ``--reps`` timed calls."""
+    out = []
+    for case, batch, fields, fn in calls(pair, args, {}, roles=(role,)):
+        load_before = list(os.getloadavg())
+        first = model_speed.timed(fn, 0, 1)["seconds"]
+        for _ in range(args.warmups - 1):
+            fn()
+        timings = [model_speed.timed(fn, 0, 1) for _ in range(args.reps)]
+        out.append({"case": case, "batch": batch, "fields": fields[role], "first_call_seconds": first,
+                    "seconds": [t["seconds"] for t in timings], "cpu_seconds": [t["cpu_seconds"] for t in timings],
+                    "peak_rss_gb": model_speed.peak_rss_gb(), "load_average_before": load_before,
+                    "load_average_after": list(os.getloadavg())})
+    return out
+
+
+def run_pair_by_side(pair: Pair, argv: list[str], args) -> list[dict]:
+    """A training pair with each side in processes of its own, ``--rounds`` each, alternating (baseline,
+    candidate, baseline, ...): each side trains with the threads per op ``tflatent.train`` chooses for
+    its config, which one process cannot give both (the LSTM models one per op, the attention ones
+    TensorFlow's default)."""
+    runs = {role: [] for role in ROLES}
+    for _ in range(args.rounds):
+        for role in ROLES:
+            done = subprocess.run([sys.executable, __file__, "--pair", pair.name, "--side", role, *argv],
+                                  capture_output=True, text=True, cwd=REPO)
+            if done.returncode != 0:
+                raise RuntimeError(f"pair {pair.name}, {role}, failed:\n{done.stderr[-4000:]}")
+            runs[role].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results = []
+    for index, first in enumerate(runs["baseline"][0]):
+        sides = {}
+        for role in ROLES:
+            cases = [run[index] for run in runs[role]]
+            walls = [w for c in cases for w in c["seconds"]]
+            sides[role] = {**cases[0]["fields"], "seconds": statistics.median(walls), "seconds_min": min(walls),
+                           "seconds_max": max(walls),
+                           "cpu_seconds": statistics.median(w for c in cases for w in c["cpu_seconds"]),
+                           "first_call_seconds": cases[0]["first_call_seconds"], "warmups": args.warmups,
+                           "repetitions": len(walls), "processes": len(cases),
+                           "peak_rss_gb": max(c["peak_rss_gb"] for c in cases)}
+        every = [run[index] for role in ROLES for run in runs[role]]
+        results.append(judge(pair, first["case"], first["batch"], sides["baseline"], sides["candidate"], args,
+                             load_before=every[0]["load_average_before"],
+                             load_after=every[-1]["load_average_after"],
+                             peak_rss=max(c["peak_rss_gb"] for c in every), scope="the larger side's process"))
     return results
 
 
@@ -296,11 +368,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", help="also write the JSON to this file")
     parser.add_argument("--data-dir", default=default_data)
     parser.add_argument("--tfds-dir", default=os.path.join(tempfile.gettempdir(), "tflatent_benchmark_tfds"))
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="training pairs: processes per side, alternating (each times --reps calls)")
     parser.add_argument("--pair", help=argparse.SUPPRESS)  # internal: run one pair, print its results
+    parser.add_argument("--side", choices=ROLES, help=argparse.SUPPRESS)  # internal: one side of a pair
     args = parser.parse_args(argv)
     args.in_process = args.in_process or args.quick
-    if args.reps < 1 or args.warmups < 1:
-        parser.error("--reps and --warmups must be >= 1 (the first warm-up traces and compiles)")
+    if args.reps < 1 or args.warmups < 1 or args.rounds < 1:
+        parser.error("--reps, --warmups and --rounds must be >= 1 (the first warm-up traces and compiles)")
     return args
 
 
@@ -310,7 +385,8 @@ def main(argv=None) -> dict:
     by_name = {pair.name: pair for pair in pairs()}
     if args.pair:
         with contextlib.redirect_stdout(sys.stderr):
-            results = run_pair(by_name[args.pair], args)
+            results = time_side(by_name[args.pair], args.side, args) if args.side else run_pair(by_name[args.pair],
+                                                                                                  args)
         print(json.dumps(results))
         return {}
     selected = [pair for pair in by_name.values() if any(text in pair.name for text in args.match.split(","))]
@@ -321,7 +397,12 @@ def main(argv=None) -> dict:
         print(f"{pair.name} ...", file=sys.stderr, flush=True)
         try:
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON only
-                results += run_pair(pair, args) if args.in_process else run_pair_in_subprocess(pair, child_argv)
+                if args.in_process:
+                    results += run_pair(pair, args)
+                elif pair.section == "train":
+                    results += run_pair_by_side(pair, child_argv, args)
+                else:
+                    results += run_pair_in_subprocess(pair, child_argv)
         except Exception as err:  # keep measuring the other pairs; the report shows the failure
             results.append({"name": pair.name, "pair": pair.name, "section": pair.section, "error": str(err)})
 

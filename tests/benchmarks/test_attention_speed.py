@@ -2,6 +2,7 @@
 documents, baseline and candidate measured side by side. No timing is asserted."""
 
 import json
+import os
 
 from benchmark_helpers import BENCHMARKS, load_benchmark
 
@@ -47,3 +48,22 @@ def test_every_pair_has_one_name_and_a_goal_case_or_none():
         for side in (pair.baseline, pair.candidate):
             assert (REPO_CONFIGS / f"{side.config}.yaml").is_file()
 
+
+
+def test_a_training_pair_times_each_side_in_its_own_processes_with_its_own_threads(data_dir, tfds_dir):
+    """Training pairs run each side in processes of its own, so that each trains with the threads per op
+    tflatent.train chooses for its config: the LSTM model one per op per two cores, attention everywhere
+    TensorFlow's default (0). One process holding both would give both the first side's setting."""
+    module = load_script()
+    argv = ["--quick", "--reps", "2", "--warmups", "1", "--rounds", "1", "--data-dir", str(data_dir),
+            "--tfds-dir", str(tfds_dir)]
+    pair = next(p for p in module.pairs() if p.name == "train_jsb_iaf_scf")
+    result, = module.run_pair_by_side(pair, argv, module.parse_args(argv))
+    baseline, candidate = result["baseline"], result["candidate"]
+    assert baseline["intra_op_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert candidate["intra_op_threads"] == 0
+    for side in (baseline, candidate):
+        assert side["processes"] == 1 and side["repetitions"] == 2 and side["seconds"] > 0
+        assert side["seconds_min"] <= side["seconds"] <= side["seconds_max"] and side["peak_rss_gb"] > 0
+    assert candidate["padded_steps"] % 16 == 0 and result["peak_rss_scope"] == "the larger side's process"
+    assert result["speedup"] == baseline["seconds"] / candidate["seconds"] and result["goal_speedup"] == 2.0
