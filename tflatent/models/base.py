@@ -17,14 +17,14 @@ averaged over the batch. What the callers may rely on:
 ``from_config_fields``   the model a ``tflatent.config.Config`` asks for on a data bundle, built
 =======================  ==================================================================================
 
-Training is Keras's: ``train_step`` and ``test_step`` are written once here, on three methods a model
-supplies (``training_loss``, ``evaluation_terms``, ``update_metrics``), so that XLA (``compile(...,
-jit_compile=True)``, config ``train.jit_compile``) works the same on one device and on several
-replicas (``compile`` says how).
+Training is Keras's: ``train_step`` and ``test_step`` are written once, in ``SequenceModel``, on three
+methods a model supplies (``training_loss``, ``evaluation_terms``, ``update_metrics``), so that XLA
+(``compile(..., jit_compile=True)``, config ``train.jit_compile``) works the same on one device and on
+several replicas (``compile`` says how).
 
 ``SequenceModel`` is a ``keras.Model`` subclass rather than a mixin or a ``typing.Protocol``: both
-models are Keras models with their own ``train_step`` (so ``fit``, callbacks and checkpoints treat them
-alike), the contract's shared parts (the p(T) table, the split evaluation, the input signature) need
+models are Keras models trained by that ``train_step`` (so ``fit``, callbacks and checkpoints treat
+them alike), the contract's shared parts (the p(T) table, the split evaluation, the input signature) need
 the model's state, and a stand-in for tests subclasses it the same way. Methods a model must supply
 raise ``NotImplementedError`` here (an ``abc.ABCMeta`` would clash with Keras's own class machinery).
 """

@@ -12,8 +12,8 @@
 
 Each replica gets ``data.batch_size`` sequences, so the global batch is ``batch_size × replicas``;
 models divide their summed per-sequence loss by the number of sequences in the step's global batch
-(:func:`global_average`), so a batch that splits unevenly (the last one, a small validation set, an
-empty share) weighs every sequence as one device does. ``mirrored`` and ``multi_worker`` use the
+(:func:`global_count`, :func:`global_average`), so a batch that splits unevenly (the last one, a small
+validation set, an empty share) weighs every sequence as one device does. ``mirrored`` and ``multi_worker`` use the
 strategies below, whose ``reduce`` takes what Keras passes for such batches (:class:`KerasReduce`).
 
 Device set-up must precede TensorFlow's runtime: the logical CPU split and the multi-worker collective
@@ -177,16 +177,15 @@ def global_count(per_example: tf.Tensor) -> tf.Tensor:
     return count
 
 
-def global_average(per_example: tf.Tensor, count: Optional[tf.Tensor] = None) -> tf.Tensor:
-    """Σ of this replica's per-example losses ÷ the number of examples in the whole step's batch.
+def global_average(per_example: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """Σ of this replica's per-example losses ÷ ``count``, the number of examples in the whole step's batch
+    (:func:`global_count`).
 
     The replicas' results add up to the mean over the global batch, also when it splits unevenly
-    (``tf.nn.compute_average_loss`` would divide by this replica's batch × replicas). ``count``: that
-    number, from :func:`global_count` (None: computed here). Outside a multi-replica context it is the
-    plain mean.
+    (``tf.nn.compute_average_loss`` would divide by this replica's batch × replicas). Outside a
+    multi-replica context it is the plain mean.
     """
-    count = global_count(per_example) if count is None else tf.cast(count, per_example.dtype)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_example), count)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(count, per_example.dtype))
 
 
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:
