@@ -71,8 +71,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # model_speed.py besid
 import model_speed  # noqa: E402  (its batches, timer, peak RSS and machine description)
 
 REPO = model_speed.REPO
-ATTENTION_EVERYWHERE = ("model.inference_network=transformer", "model.emission_network=transformer",
-                        "model.prior_network=transformer")
 # --quick: model_speed's tiny networks and a tiny transformer.
 TINY_ATTENTION = ("model.attention_units=8", "model.attention_heads=2", "model.attention_feed_forward_units=8",
                   "model.attention_layers=1")
@@ -220,8 +218,10 @@ def pad_time(x, lengths, multiple: int, max_time: int, pad_value):
     as a run with ``data.pad_to_multiple`` batches it (``tflatent.data.pipeline.make_batches``)."""
     import tensorflow as tf
 
+    from tflatent.data.pipeline import padded_length
+
     steps = int(x.shape[1])
-    padded = max(min(-(-steps // multiple) * multiple, max_time), steps)
+    padded = int(padded_length(steps, multiple, max_time))
     extra = [[0, 0], [0, padded - steps]] + [[0, 0]] * (len(x.shape) - 2)
     return tf.pad(x, extra, constant_values=tf.cast(pad_value, x.dtype)), lengths
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tflatent.data.pipeline import bucketed_batch_indices, make_batches, sorted_batch_indices
+from tflatent.data.pipeline import bucketed_batch_indices, make_batches, padded_length, sorted_batch_indices
 
 N, B, CHUNK = 203, 5, 4  # 203 = 10 chunks of 20 examples + 3: the last chunk and batch are partial
 
@@ -122,3 +122,11 @@ def test_bad_arguments_are_errors(sequences):
         make_batches(sequences, training=True, batch_size=0)
     with pytest.raises(ValueError, match="empty split"):
         make_batches(sequences[:0], training=False, batch_size=2)
+
+
+def test_padded_length_rounds_up_within_max_time_for_ints_and_tensors():
+    """The rule make_batches pads by (and benchmarks/attention_speed.py pads its fixed batches by)."""
+    cases = [(57, 16, None, 64), (64, 16, None, 64), (1, 8, 36, 8), (33, 8, 36, 36), (40, 8, 36, 40)]
+    for steps, multiple, max_time, expected in cases:
+        assert int(padded_length(steps, multiple, max_time)) == expected
+        assert int(padded_length(tf.constant(steps, tf.int64), multiple, max_time)) == expected

@@ -64,6 +64,15 @@ def _split_into_batches(order: tf.Tensor, batch_size: int) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_row_lengths(tf.cast(order, tf.int32), row_lengths)
 
 
+def padded_length(steps, multiple: int, max_time: Optional[int] = None):
+    """The time axis of a batch whose longest sequence has ``steps`` steps, with ``data.pad_to_multiple`` =
+    ``multiple``: rounded up to a multiple, never beyond ``max_time`` (nor below ``steps``). A tensor."""
+    padded = (steps + multiple - 1) // multiple * multiple
+    if max_time is not None:
+        padded = tf.maximum(tf.minimum(padded, max_time), steps)
+    return tf.convert_to_tensor(padded)
+
+
 def make_batches(sequences: tf.RaggedTensor, *, training: bool, batch_size: int, seed: int = 0,
                  repeat: bool = False, chunk_batches: int = 100, pad_value=0,
                  dtype: tf.DType = tf.int32, pad_to_multiple: int = 1,
@@ -104,9 +113,7 @@ def make_batches(sequences: tf.RaggedTensor, *, training: bool, batch_size: int,
         x = rows.to_tensor(default_value=tf.cast(pad_value, rows.dtype))
         if pad_to_multiple > 1:
             steps = tf.shape(x, out_type=tf.int64)[1]
-            padded = (steps + pad_to_multiple - 1) // pad_to_multiple * pad_to_multiple
-            if max_time is not None:
-                padded = tf.maximum(tf.minimum(padded, max_time), steps)
+            padded = padded_length(steps, pad_to_multiple, max_time)
             extra = tf.stack([tf.constant([0, 0], tf.int64), tf.stack([0, padded - steps])])
             extra = tf.concat([extra, tf.zeros([tf.rank(x) - 2, 2], tf.int64)], axis=0)
             x = tf.pad(x, extra, constant_values=tf.cast(pad_value, x.dtype))
