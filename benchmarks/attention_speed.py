@@ -192,15 +192,14 @@ def calls(pair: Pair, args, bundles: dict, roles=ROLES) -> list[tuple]:
         source = sides[0][1] if roles[0] == "baseline" else build(pair.baseline, args, bundles, model=False)[1]
         batches = model_speed.pick_batches(source, pair.case, pair.batch_size, args.quick)
 
-        def train_step(model, bundle, config):  # on the batches as the side's config pads them
+        def train_step(role, model, bundle, config):  # on the batches as the side's config pads them
             padded = [pad_time(x, lengths, config.data.pad_to_multiple, model.max_time, bundle.pad_id or 0)
                       for x, lengths in batches]
+            fields[role]["padded_steps"] = int(padded[0][0].shape[1])
             return lambda: [float(model.train_function(iter([batch]))["loss"]) for batch in padded]
 
-        for role, (model, bundle, config) in zip(roles, sides):
-            fields[role]["padded_steps"] = int(pad_time(*batches[0], config.data.pad_to_multiple, model.max_time,
-                                                        0)[0].shape[1])
-        out.append((pair.case.name, model_speed.describe(batches), fields, *(train_step(*side) for side in sides)))
+        steps = [train_step(role, *side) for role, side in zip(roles, sides)]
+        out.append((pair.case.name, model_speed.describe(batches), fields, *steps))
         return out
     for length in (QUICK_LENGTHS if args.quick else pair.lengths):
         def generate(model, length=length):
