@@ -36,13 +36,26 @@ def loops(counts):
 def loop_accumulators(graph):
     """The shapes of the tensors that the while loops of a traced ``graph`` (and of the functions it
     calls) keep per step for a gradient: TensorFlow pushes each onto a TensorList accumulator."""
-    shapes, graphs, seen = [], [graph], set()
-    while graphs:
-        current = graphs.pop()
-        shapes += [tuple(op.inputs[1].shape) for op in current.get_operations() if op.type == "TensorListPushBack"]
+    return [tuple(op.inputs[1].shape) for current in _graphs(graph) for op in current.get_operations()
+            if op.type == "TensorListPushBack"]
+
+
+def output_shapes(graph, dtype=tf.float32):
+    """The static shapes of every ``dtype`` tensor that the ops of a traced ``graph`` (and of the functions
+    it calls: loop bodies, branches) produce."""
+    return [tuple(out.shape) for current in _graphs(graph) for op in current.get_operations()
+            for out in op.outputs if out.dtype == dtype and out.shape.rank is not None]
+
+
+def _graphs(graph):
+    """``graph`` and every function graph it calls, transitively."""
+    found, pending, seen = [], [graph], set()
+    while pending:
+        current = pending.pop()
+        found.append(current)
         for function in getattr(current, "_functions", {}).values():
             inner = getattr(function, "graph", None)
             if inner is not None and id(inner) not in seen:
                 seen.add(id(inner))
-                graphs.append(inner)
-    return shapes
+                pending.append(inner)
+    return found

@@ -80,6 +80,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tflatent.layers.blocked_attention import QueryBlockedAttention
 from tflatent.layers.position import project
 
 LAYER_NORM_EPSILON = 1e-5  # PyTorch's (and the original Transformer code's order of magnitude)
@@ -109,8 +110,7 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, name="attention_norm", **policy)
         # No dropout of the attention weights, so that ``step`` (the same products) is the same function.
-        self.attention = keras.layers.MultiHeadAttention(
-            self.num_heads, self.key_dim, name="attention", **policy)
+        self.attention = QueryBlockedAttention(self.num_heads, self.key_dim, name="attention", **policy)
         self.feed_forward_norm = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, name="feed_forward_norm", **policy)
         self.feed_forward_hidden = keras.layers.Dense(self.feed_forward_units, activation="relu",
