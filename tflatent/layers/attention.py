@@ -16,7 +16,9 @@ Attention (Vaswani et al. 2017) with a mask M ∈ {0, 1}^{T×T} (M_ts = 1: query
                                                                whose exp is exactly 0 in float32)
     MultiHead(X; M)  = [head_1, ..., head_n] W_O,   head_i = Attn(X W_Q^i, X W_K^i, X W_V^i; M)
 
-with Keras 3's ``MultiHeadAttention`` (n heads of d_k = d / n). A pre-norm block (Xiong et al. 2020):
+with Keras 3's ``MultiHeadAttention`` (n heads of d_k = d / n; as ``QueryBlockedAttention``, which outside
+training takes the queries of a large pass in blocks: the same outputs, memory linear in T rather than
+quadratic). A pre-norm block (Xiong et al. 2020):
 
     X ← X + Drop(MultiHead(LN(X); M))
     X ← X + Drop(ReLU(LN(X) W_1 + b_1) W_2 + b_2)               W_1: d × d_ff
