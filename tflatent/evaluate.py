@@ -4,7 +4,9 @@ Computes the importance-sampled NLL (docs/reference.md §5.1) with K samples (de
 ``train.nll_samples``) on the test (or valid) split, with the checkpoint chosen by ``--checkpoint``
 (``best``, the default, ``latest`` or a file), at KL weight 1. Reports nats per token normalised by
 Σ(T + 1), bits per character (text) or nats per frame (music), and the ELBO with its reconstruction and
-KL terms; prints them as a table and writes them to ``<run>/evaluation_<split>.json``.
+KL terms; prints them as a table and writes them to ``<run>/evaluation_<split>.json``. A run whose config
+sets ``train.jit_compile`` is evaluated with XLA as well (recorded as ``jit_compile``): about twice as fast
+for the attention IAF models on a CPU, with XLA's own random draws.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def _main(args: argparse.Namespace, parts: dict) -> int:
     samples = args.samples or config.train.nll_samples
     started = time.time()
     dataset = bundle.batches(args.split, False, batch_size=args.batch_size or config.data.eval_batch_size)
-    result = model.evaluate_nll(dataset, num_samples=samples, chunk=args.chunk or config.train.nll_chunk)
+    result = model.evaluate_nll(dataset, num_samples=samples, chunk=args.chunk or config.train.nll_chunk,
+                                jit_compile=config.train.jit_compile)
     record = {"run": run.path, "checkpoint": checkpoint, "split": args.split, "samples": samples,
+              "jit_compile": config.train.jit_compile,
               **{key: float(value) for key, value in result.items()},
               "sequences": bundle.num_examples(args.split), "seconds": round(time.time() - started, 1)}
     path = run.write_json(f"evaluation_{args.split}.json", record)

@@ -3,7 +3,7 @@
 ``python distributed_flow.py STRATEGY RUN_DIR EVAL_LIMIT NETWORK [LOGICAL_CPUS]`` (a worker of
 ``multi_worker`` takes TF_CONFIG from the environment); NETWORK is ``lstm`` (the paper's) or
 ``transformer`` (self-attention in q(z|x), p(x|z) and the prior, compiled with XLA as the attention
-configs compile it: each replica compiles its own step). It trains one epoch of two steps
+configs compile it: each replica compiles its own step and its validation IS-NLL). It trains one epoch of two steps
 with the IS-NLL callback on a validation set of EVAL_LIMIT chorales, then evaluates the same weights on
 one device (the default strategy, per-replica batches) and prints one JSON line: the strategy's
 validation loss and NLL, the one-device figures, and the replicas.
@@ -53,8 +53,10 @@ def main(name, run_dir, eval_limit, network, logical_cpus=None):
         model = build_model(config, bundle)
     model.load_weights(own.checkpoint("latest"))
     valid = bundle.batches("valid", False, batch_size=config.data.eval_batch_size)
-    result = model.evaluate_nll(valid, num_samples=config.train.nll_samples, chunk=config.train.nll_chunk)
-    model.compile(jit_compile=config.train.jit_compile)  # XLA draws other noise than TensorFlow's kernels
+    # As the run validated: XLA draws other noise than TensorFlow's kernels.
+    result = model.evaluate_nll(valid, num_samples=config.train.nll_samples, chunk=config.train.nll_chunk,
+                                jit_compile=config.train.jit_compile)
+    model.compile(jit_compile=config.train.jit_compile)
     model.beta.assign(summary["last_epoch"]["beta"])  # the β the run validated at
     figures.update(one_nll=result["nll"], sequences=result["sequences"],
                    one_loss=model.evaluate(valid, verbose=0, return_dict=True)["loss"])

@@ -68,6 +68,7 @@ class SequenceModel(keras.Model):
             raise ValueError(f"{type(self).__name__}: length_log_prob must give log p(T) for T = 0..max_time "
                              f"({self.max_time + 1} values); got shape {table.shape}")
         self.length_log_prob_table = tf.constant(table)
+        self._evaluation_functions = {}  # evaluate_nll's traced functions, by how they evaluate
 
     @classmethod
     def from_config_fields(cls, config, bundle):
@@ -167,7 +168,7 @@ class SequenceModel(keras.Model):
         """Latent models: per-sequence −E_q log p(x | z) and the KL estimate (at β = 1), [B] each."""
         raise NotImplementedError(f"{type(self).__name__} has no latent, hence no ELBO terms")
 
-    def evaluate_nll(self, dataset, *, num_samples=None, chunk=None, strategy=None):
+    def evaluate_nll(self, dataset, *, num_samples=None, chunk=None, strategy=None, jit_compile=False):
         """The NLL of the (x, lengths) batches of a split, per token (frame), with the Σ(T + 1) normaliser.
 
         Returns {"nll", "bpc" | "nats_per_frame", "sequences", "tokens"} (``likelihood.evaluate_split``)
@@ -177,22 +178,43 @@ class SequenceModel(keras.Model):
         multi-replica ``strategy`` the batches are global ones that each replica evaluates its share of
         (``likelihood.split_sums``); the flow model's per-sequence seeds make the figures equal the
         one-device ones on the same weights.
+
+        ``jit_compile`` (config ``train.jit_compile``) XLA-compiles the per-batch functions, once per
+        batch shape; under several replicas each replica compiles its own, as ``compile`` does for the
+        training step. XLA draws other random numbers than TensorFlow's kernels, so the estimate is
+        another (equally valid) one than without it; with it, one device and several replicas agree.
         """
-        signature = self.input_signature()
+        per_replica = strategy is not None and strategy.num_replicas_in_sync > 1
+        key = (num_samples, chunk, bool(jit_compile), per_replica)
+        if key not in self._evaluation_functions:  # kept: a validation every few epochs compiles once
+            self._evaluation_functions[key] = self._evaluation_function_pair(num_samples, chunk, jit_compile,
+                                                                            per_replica)
+        log_likelihood, terms = self._evaluation_functions[key]
+        return likelihood.evaluate_split(log_likelihood, dataset, music=self.music, terms_fn=terms,
+                                         strategy=strategy if per_replica else None)
+
+    def _evaluation_function_pair(self, num_samples, chunk, jit_compile, per_replica):
+        """(log_likelihood, terms or None) for ``likelihood.evaluate_split``, as ``evaluate_nll`` asks.
+
+        On one device they are traced once for any batch shape (XLA still compiles per shape); per replica
+        (called inside ``strategy.run``) they are XLA-compiled per shape when asked, else traced there.
+        """
+        def compiled(function):
+            options = dict(reduce_retracing=True) if per_replica else dict(input_signature=self.input_signature())
+            return tf.function(function, jit_compile=bool(jit_compile), **options)
+
         if self.has_latent:
             log_likelihood = functools.partial(self.log_likelihood, num_samples=num_samples, chunk=chunk)
-            elbo_terms = tf.function(self.elbo_terms, input_signature=signature)
+            elbo_terms = compiled(self.elbo_terms)
 
             def terms(x, lengths):
                 recon, kl = elbo_terms(x, lengths)
                 return {"recon": recon, "kl": kl, "elbo": recon + kl - self.length_log_prob(lengths)}
         else:
             log_likelihood, terms = self.log_likelihood, None
-        if strategy is not None and strategy.num_replicas_in_sync > 1:  # traced inside strategy.run
-            return likelihood.evaluate_split(log_likelihood, dataset, music=self.music, terms_fn=terms,
-                                             strategy=strategy)
-        return likelihood.evaluate_split(tf.function(log_likelihood, input_signature=signature), dataset,
-                                         music=self.music, terms_fn=terms)
+        if per_replica and not jit_compile:
+            return log_likelihood, terms
+        return compiled(log_likelihood), terms
 
     def input_signature(self):
         """[x, lengths] specs: x [B, T] int32 (text) or [B, T, V] float32 (music); lengths [B] int32."""

@@ -179,23 +179,25 @@ class ImportanceSampledNLL(keras.callbacks.Callback):
 
     Adds ``val_nll`` (nats per token, normalised by Σ(T + 1)) and, as the model reports them,
     ``val_bpc`` (text) or ``val_nats_per_frame`` (music), at epochs i with (i + 1) % every == 0.
-    ``every = 0`` turns it off.
+    ``every = 0`` turns it off. ``jit_compile`` (``train.jit_compile``): XLA-compiled, as the training
+    step (``SequenceModel.evaluate_nll``).
     """
 
     REPORTED = ("nll", "bpc", "nats_per_frame")
 
-    def __init__(self, dataset, every: int, num_samples: int, chunk: int):
+    def __init__(self, dataset, every: int, num_samples: int, chunk: int, jit_compile: bool = False):
         super().__init__()
         self.dataset = dataset
         self.every = every
         self.num_samples = num_samples
         self.chunk = chunk
+        self.jit_compile = jit_compile
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.every or (epoch + 1) % self.every:
             return
         result = self.model.evaluate_nll(self.dataset, num_samples=self.num_samples, chunk=self.chunk,
-                                         strategy=self.model.distribute_strategy)
+                                         strategy=self.model.distribute_strategy, jit_compile=self.jit_compile)
         for key in self.REPORTED:
             if key in result:
                 logs["val_" + key] = float(result[key])

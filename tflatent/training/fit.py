@@ -143,7 +143,8 @@ def make_callbacks(config: config_lib.Config, run: RunDir, model: keras.Model, b
     callbacks = [annealing] if model.kl_weight is not None else []
     callbacks.append(cb.StopOnNonFinite())
     if t.nll_every:  # on fit's validation batches: global ones, sharded across workers
-        callbacks.append(cb.ImportanceSampledNLL(inputs.valid, t.nll_every, t.nll_samples, t.nll_chunk))
+        callbacks.append(cb.ImportanceSampledNLL(inputs.valid, t.nll_every, t.nll_samples, t.nll_chunk,
+                                                  jit_compile=t.jit_compile))
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(run.tensorboard_dir, write_graph=False))
     callbacks.append(plateau)
