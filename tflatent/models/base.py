@@ -68,7 +68,7 @@ class SequenceModel(keras.Model):
             raise ValueError(f"{type(self).__name__}: length_log_prob must give log p(T) for T = 0..max_time "
                              f"({self.max_time + 1} values); got shape {table.shape}")
         self.length_log_prob_table = tf.constant(table)
-        self._evaluation_functions = {}  # evaluate_nll's traced functions, by how they evaluate
+        self._functions = {}  # traced functions kept between calls (``_function``)
 
     @classmethod
     def from_config_fields(cls, config, bundle):
@@ -100,7 +100,7 @@ class SequenceModel(keras.Model):
             jit_compile = not run_eagerly and self._resolve_auto_jit_compile()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         self._xla_per_replica = bool(jit_compile) and not run_eagerly and replicas > 1
-        self._xla_functions = {}
+        self._functions = {}  # a step traced earlier read the optimizer this compile replaces
         super().compile(optimizer, *args, jit_compile=bool(jit_compile) and not self._xla_per_replica,
                         run_eagerly=run_eagerly, **kwargs)
 
@@ -109,14 +109,19 @@ class SequenceModel(keras.Model):
         """Whether each replica XLA-compiles its own step (``compile``'s XLA under several replicas)."""
         return getattr(self, "_xla_per_replica", False)
 
+    def _function(self, key, build):
+        """``build()``, called once per ``key`` until the next ``compile``: a traced function is kept on
+        the model, with the programs XLA compiled for it (one per batch shape), not traced again per call."""
+        if key not in self._functions:
+            self._functions[key] = build()
+        return self._functions[key]
+
     def _replica_function(self, method):
         """``method``, XLA-compiled once per model when ``xla_per_replica`` (else as it is)."""
         if not self.xla_per_replica:
             return method
-        name = method.__name__
-        if name not in self._xla_functions:
-            self._xla_functions[name] = tf.function(method, jit_compile=True, reduce_retracing=True)
-        return self._xla_functions[name]
+        return self._function(("replica", method.__name__),
+                              lambda: tf.function(method, jit_compile=True, reduce_retracing=True))
 
     def train_step(self, data):
         x, lengths = data[:2]  # (x, lengths) batches; train_on_batch appends a (None) sample weight
@@ -185,11 +190,10 @@ class SequenceModel(keras.Model):
         another (equally valid) one than without it; with it, one device and several replicas agree.
         """
         per_replica = strategy is not None and strategy.num_replicas_in_sync > 1
-        key = (num_samples, chunk, bool(jit_compile), per_replica)
-        if key not in self._evaluation_functions:  # kept: a validation every few epochs compiles once
-            self._evaluation_functions[key] = self._evaluation_function_pair(num_samples, chunk, jit_compile,
-                                                                            per_replica)
-        log_likelihood, terms = self._evaluation_functions[key]
+        # kept: a validation every few epochs traces (and XLA compiles) once
+        log_likelihood, terms = self._function(
+            ("evaluation", num_samples, chunk, bool(jit_compile), per_replica),
+            lambda: self._evaluation_function_pair(num_samples, chunk, jit_compile, per_replica))
         return likelihood.evaluate_split(log_likelihood, dataset, music=self.music, terms_fn=terms,
                                          strategy=strategy if per_replica else None)
 
