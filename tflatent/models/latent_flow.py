@@ -106,8 +106,6 @@ class LatentFlowModel(SequenceModel):
             music=music, position=self.position, embedding=self.embedding if tie_weights else None,
             hidden_size=hidden_size, dropout=rate("rnn_outp"), output_dropout=rate("outp_ff"), name="emission")
 
-        self._generate_fn = None
-        self._xla_sample_from_noise = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.recon_tracker = keras.metrics.Mean(name="recon")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -249,9 +247,8 @@ class LatentFlowModel(SequenceModel):
         if lengths is None:
             lengths = sample_lengths(self.length_log_prob_table, num_samples, length_seed)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
-        if self._generate_fn is None:
-            self._generate_fn = tf.function(functools.partial(self._generate, compiled=True))
-        x = self._generate_fn(lengths, int(tf.reduce_max(lengths)), tf.constant(temperature, tf.float32),
+        generate = self._function(("generate",), lambda: tf.function(functools.partial(self._generate, compiled=True)))
+        x = generate(lengths, int(tf.reduce_max(lengths)), tf.constant(temperature, tf.float32),
                               noise_seed, emission_seed, bool(sample_x))
         return x, lengths
 
@@ -272,9 +269,8 @@ class LatentFlowModel(SequenceModel):
         eps = self.prior.noise(lengths, seed=noise_seed, num_steps=num_steps) * temperature
         sample_from_noise = self.prior.sample_from_noise
         if compiled:
-            if self._xla_sample_from_noise is None:
-                self._xla_sample_from_noise = tf.function(sample_from_noise, jit_compile=True)
-            sample_from_noise = self._xla_sample_from_noise
+            sample_from_noise = self._function(("sample_from_noise",),
+                                               lambda: tf.function(self.prior.sample_from_noise, jit_compile=True))
         z, _ = sample_from_noise(eps, lengths)
         return self.emission.decode(z, lengths, sample=sample_x, seed=emission_seed, compiled=compiled)
 

@@ -84,7 +84,6 @@ class LSTMBaseline(SequenceModel):
                 name="output")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.nll_tracker = keras.metrics.Mean(name="nll")
-        self._compiled_sample_fn = None
 
     @classmethod
     def from_config_fields(cls, config, bundle):
@@ -195,12 +194,11 @@ class LSTMBaseline(SequenceModel):
         num_steps = tf.reduce_max(lengths)
         if not compiled:
             return self._sample(lengths, num_steps, temperature, stateless_seed(seed))
-        if self._compiled_sample_fn is None:
-            # XLA needs T static: it reads it from the shape of a [T] tensor, fixed per compilation.
-            self._compiled_sample_fn = tf.function(
-                lambda lengths, steps, temperature, seed: self._sample(lengths, tf.shape(steps)[0], temperature,
-                                                                       seed), jit_compile=True)
-        return self._compiled_sample_fn(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature,
+        # XLA needs T static: it reads it from the shape of a [T] tensor, fixed per compilation.
+        sample = self._function(("sample",), lambda: tf.function(
+            lambda lengths, steps, temperature, seed: self._sample(lengths, tf.shape(steps)[0], temperature, seed),
+            jit_compile=True))
+        return sample(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature,
                                         stateless_seed(seed))
 
     def _sample(self, lengths, num_steps, temperature, seed):
