@@ -249,7 +249,7 @@ class LatentFlowModel(SequenceModel):
         lengths = tf.convert_to_tensor(lengths, tf.int32)
         generate = self._function(("generate",), lambda: tf.function(functools.partial(self._generate, compiled=True)))
         x = generate(lengths, int(tf.reduce_max(lengths)), tf.constant(temperature, tf.float32),
-                              noise_seed, emission_seed, bool(sample_x))
+                     noise_seed, emission_seed, bool(sample_x))
         return x, lengths
 
     def generate_for_lengths(self, lengths, temperature=1.0, seed=None, sample_x=False, compiled=False):
@@ -270,7 +270,7 @@ class LatentFlowModel(SequenceModel):
         sample_from_noise = self.prior.sample_from_noise
         if compiled:
             sample_from_noise = self._function(("sample_from_noise",),
-                                               lambda: tf.function(self.prior.sample_from_noise, jit_compile=True))
+                                               lambda: tf.function(sample_from_noise, jit_compile=True))
         z, _ = sample_from_noise(eps, lengths)
         return self.emission.decode(z, lengths, sample=sample_x, seed=emission_seed, compiled=compiled)
 

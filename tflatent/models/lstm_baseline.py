@@ -198,8 +198,7 @@ class LSTMBaseline(SequenceModel):
         sample = self._function(("sample",), lambda: tf.function(
             lambda lengths, steps, temperature, seed: self._sample(lengths, tf.shape(steps)[0], temperature, seed),
             jit_compile=True))
-        return sample(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature,
-                                        stateless_seed(seed))
+        return sample(lengths, tf.zeros(tf.reshape(num_steps, [1])), temperature, stateless_seed(seed))
 
     def _sample(self, lengths, num_steps, temperature, seed):
         batch = tf.shape(lengths)[0]
