@@ -178,6 +178,31 @@ def test_hand_written_gradient_equals_autodiff_of_the_steps():
         np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_one_sequence_multiplies_by_the_transposed_kernel_with_the_batchs_values_and_gradients(jit_compile):
+    cell = LSTM(H)
+    cell.build((None, F))
+    gates = cell.project(inputs(T, 1, B, F))  # [T, B, 4H]
+
+    def each_alone(gates):  # every sequence as a batch of one: static N = 1
+        return tf.concat([cell.recur(gates[:, b:b + 1]) for b in range(B)], axis=1)
+
+    def batch(gates):
+        return cell.recur(gates)
+
+    for fn in (each_alone, batch):
+        assert ("Transpose" in traced_op_types(fn, gates, jit_compile=jit_compile)) == (fn is each_alone)
+    results = []
+    for fn in (each_alone, batch):
+        with tf.GradientTape() as tape:
+            tape.watch(gates)
+            h = tf.function(fn, jit_compile=jit_compile)(gates)
+            loss = tf.reduce_sum(h * inputs(T, B, H, seed=4))
+        results.append((h, *tape.gradient(loss, [gates, cell.recurrent_kernel])))
+    for alone, together in zip(*results):
+        np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["one-hot pair", "dense"])
 def test_context_projection_is_the_dense_product(kind):
     cell = LSTM(H)

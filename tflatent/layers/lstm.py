@@ -104,12 +104,19 @@ def _forward(gates, recurrent_kernel, h0, c0, keep=False):
 
     Returns (h_t,) [T, N, H]; with ``keep`` (for ``_recurrence``'s backward pass) also c_t [T, N, H] and
     the activations (i, f, g, o) concatenated, [T, N, 4H].
+
+    For one sequence (a static N of 1: sampling at batch 1) h U is a vector–matrix product, which runs
+    faster over the rows of Uᵀ [4H, H], each a contiguous dot product with h: the loop then multiplies by
+    Uᵀ, transposed once before it. Measured at H = 500, T = 256 on a 2-core CPU: one pass 16.3 → 10.3 ms
+    compiled with XLA, 51 → 44 ms in graph mode; from N = 5 on the [H, 4H] layout is the faster one.
     """
     num_steps = tf.shape(gates)[0]
     steps_in = tf.TensorArray(gates.dtype, size=num_steps).unstack(gates)
+    one_sequence = gates.shape[1] == 1
+    kernel = tf.transpose(recurrent_kernel) if one_sequence else recurrent_kernel
 
     def body(t, h, c, outputs):
-        h, c, gate_values = _cell(steps_in.read(t) + tf.matmul(h, recurrent_kernel), c)
+        h, c, gate_values = _cell(steps_in.read(t) + tf.matmul(h, kernel, transpose_b=one_sequence), c)
         values = (h, c, tf.concat(gate_values, -1)) if keep else (h,)
         return t + 1, h, c, tuple(ta.write(t, value) for ta, value in zip(outputs, values))
 
