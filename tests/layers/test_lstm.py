@@ -281,6 +281,28 @@ def test_compiled_inference_loops_give_the_graph_loops_values(bidirectional):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch", [1, B])
+def test_compiled_directions_of_one_sequence_run_one_after_the_other(batch):
+    layer = stack(num_layers=1)
+    x = inputs(1, batch, T, F)
+    mask = tf.sequence_mask(LENGTHS[:batch], T)
+    graph = tf.function(lambda x: layer(x, mask=mask, compiled=True)).get_concrete_function(x).graph
+    forward, backward = [op for op in graph.get_operations()
+                         if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+                         and "inference_recurrence" in op.get_attr("f").name]
+
+    def ancestors(op, seen):
+        for parent in [tensor.op for tensor in op.inputs] + list(op.control_inputs):
+            if parent not in seen:
+                seen.add(parent)
+                ancestors(parent, seen)
+        return seen
+
+    assert (forward in ancestors(backward, set())) == (batch == 1)
+    for a, b in zip(layer(x, mask=mask, compiled=True), layer(x, mask=mask)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="init='torch'"):
         LSTMStack(H, init="torch")

@@ -145,8 +145,9 @@ class EmissionNetwork(keras.layers.Layer):
         Returns x [..., B, T] int32 (text) or [..., B, T, V] float32 (music), zero at padding.
         ``seed``: None, an int or a stateless [2] seed (``tflatent.seeds``); used only when sampling.
         ``compiled``: the BiLSTM's loops run as XLA executables (one per shape; ``LSTMStack.call``'s
-        ``compiled``): at batch 1 that halves the decoding time, and the two directions still run on two
-        cores at once. The transformer's is one parallel pass with no loop.
+        ``compiled``): at batch 1 that halves the decoding time (there the two directions run one after
+        the other, each on both cores; for several sequences side by side). The transformer's is one
+        parallel pass with no loop.
         """
         logits = self(z, lengths, compiled=compiled)
         if sample:
