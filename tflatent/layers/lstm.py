@@ -99,6 +99,11 @@ def _cell(gates, c):
     return o * ACTIVATION(c), c, (i, f, g, o)
 
 
+def _one_sequence(time_major):
+    """Whether a time-major [T, ..., F] tensor statically holds one sequence (the batch-1 fast paths)."""
+    return time_major.shape[1:-1].num_elements() == 1
+
+
 def _forward(gates, recurrent_kernel, h0, c0, keep=False):
     """The forward loop over the projected inputs gates [T, N, 4H] with U [H, 4H] from (h0, c0) [N, H].
 
@@ -112,7 +117,7 @@ def _forward(gates, recurrent_kernel, h0, c0, keep=False):
     """
     num_steps = tf.shape(gates)[0]
     steps_in = tf.TensorArray(gates.dtype, size=num_steps).unstack(gates)
-    one_sequence = gates.shape[1] == 1
+    one_sequence = _one_sequence(gates)
     kernel = tf.transpose(recurrent_kernel) if one_sequence else recurrent_kernel
 
     def body(t, h, c, outputs):
@@ -417,7 +422,7 @@ class LSTMStack(keras.layers.Layer):
             outputs = [self._run(layer[0], x, context_tm, state, lengths, valid, False, compiled)]
             if self.bidirectional:
                 backward_x = x
-                if compiled and x.shape[1:-1].num_elements() == 1:
+                if compiled and _one_sequence(x):
                     # One compiled sequence: each direction's loop is bound by reading U and runs fastest
                     # alone, with every core and its cache: the two at once took 30 ms where one alone
                     # took 12 (H 500, T 256, two cores). For 16 sequences, at once is the faster.
